@@ -1,0 +1,51 @@
+//! Stable error codes carried by `error` frames and by HTTP error bodies.
+
+use serde::{Deserialize, Serialize};
+
+/// The stable, machine-readable code of an error. New codes may be added; existing ones
+/// keep their meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadRequest,
+    UnknownOp,
+    InvalidTopic,
+    InvalidFilter,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    Conflict,
+    TooManySubscriptions,
+    RateLimited,
+    PayloadTooLarge,
+    ResyncRequired,
+    Unavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::UnknownOp => "unknown_op",
+            ErrorCode::InvalidTopic => "invalid_topic",
+            ErrorCode::InvalidFilter => "invalid_filter",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::TooManySubscriptions => "too_many_subscriptions",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::ResyncRequired => "resync_required",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
