@@ -1,0 +1,56 @@
+//! Operational endpoints (`/healthz`, `/readyz`, `/metrics`) and market reference data.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::auth::AuthUser;
+use crate::app::AppState;
+use crate::error::ApiResult;
+
+/// The process is up.
+pub async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// The server can serve: the database answers and the pump is running.
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    let db = state.db.ping().await.is_ok();
+    let pump = state.pump_running();
+    let status = if db && pump { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(json!({"database": db, "pump": pump}))).into_response()
+}
+
+/// Prometheus text exposition.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let hub = state.hub.stats();
+    metrics::gauge!("tradewire_hub_sessions").set(hub.sessions as f64);
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+/// `GET /v1/market/symbols`: the instruments and their trading rules.
+pub async fn symbols(State(state): State<AppState>, _user: AuthUser) -> ApiResult<Json<Value>> {
+    let items = state
+        .db
+        .read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT json_object('symbol', symbol, 'base', base, 'quote', quote, 'tick_size', tick_size,
+                    'lot_size', lot_size, 'min_notional', min_notional, 'max_leverage', max_leverage,
+                    'maintenance_margin_rate', maintenance_margin_rate, 'maker_fee', maker_fee,
+                    'taker_fee', taker_fee) FROM instruments ORDER BY symbol",
+            )?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            Ok(rows
+                .filter_map(|r| r.ok())
+                .filter_map(|t| serde_json::from_str::<Value>(&t).ok())
+                .collect::<Vec<_>>())
+        })
+        .await?;
+    Ok(Json(json!({"items": items})))
+}

@@ -1,0 +1,167 @@
+//! Trading commands: place an order (idempotent by `client_order_id`), cancel it, close a
+//! position. Until a matching engine runs (the simulator), orders rest as `new`.
+
+use std::str::FromStr;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use rusqlite::{OptionalExtension, params};
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use serde_json::Value;
+use tradewire_protocol::Row;
+
+use super::auth::AuthUser;
+use super::{new_id, owned_row};
+use crate::app::AppState;
+use crate::db::now_ms;
+use crate::error::{ApiError, ApiResult};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewOrder {
+    client_order_id: Option<String>,
+    symbol: String,
+    side: String,
+    #[serde(rename = "type")]
+    kind: String,
+    quantity: String,
+    price: Option<String>,
+    stop_price: Option<String>,
+    time_in_force: Option<String>,
+    portfolio_id: Option<String>,
+    bot_id: Option<String>,
+    #[serde(default)]
+    reduce_only: bool,
+    #[serde(default)]
+    post_only: bool,
+}
+
+/// A strictly positive decimal, normalized to its canonical text.
+fn positive(field: &str, text: &str) -> ApiResult<String> {
+    let d = Decimal::from_str(text.trim())
+        .map_err(|_| ApiError::bad_request(format!("`{field}` is a decimal string, e.g. \"0.01\"")))?;
+    if d <= Decimal::ZERO {
+        return Err(ApiError::bad_request(format!("`{field}` must be greater than zero")));
+    }
+    Ok(d.normalize().to_string())
+}
+
+fn one_of<'a>(field: &str, v: &'a str, allowed: &[&str]) -> ApiResult<&'a str> {
+    if allowed.contains(&v) {
+        Ok(v)
+    } else {
+        Err(ApiError::bad_request(format!("`{field}` is one of {}", allowed.join(", "))))
+    }
+}
+
+/// `POST /v1/orders`: 201 with the new order, or 200 with the existing one when this
+/// `client_order_id` was already used (the request is then not applied again).
+pub async fn place_order(State(state): State<AppState>, user: AuthUser, Json(o): Json<NewOrder>) -> ApiResult<(StatusCode, Json<Row>)> {
+    let side = one_of("side", &o.side, &["buy", "sell"])?.to_owned();
+    let kind = one_of("type", &o.kind, &["market", "limit", "stop", "take_profit"])?.to_owned();
+    let tif = one_of("time_in_force", o.time_in_force.as_deref().unwrap_or("gtc"), &["gtc", "ioc", "fok"])?.to_owned();
+    let quantity = positive("quantity", &o.quantity)?;
+    let price = o.price.as_deref().map(|p| positive("price", p)).transpose()?;
+    let stop_price = o.stop_price.as_deref().map(|p| positive("stop_price", p)).transpose()?;
+    if kind == "limit" && price.is_none() {
+        return Err(ApiError::bad_request("a limit order needs `price`"));
+    }
+    if matches!(kind.as_str(), "stop" | "take_profit") && stop_price.is_none() {
+        return Err(ApiError::bad_request(format!("a {kind} order needs `stop_price`")));
+    }
+    let client_order_id = match o.client_order_id {
+        Some(c) if c.is_empty() || c.len() > 64 => {
+            return Err(ApiError::bad_request("`client_order_id` has 1 to 64 characters"));
+        }
+        Some(c) => c,
+        None => new_id("cli"),
+    };
+    let catalog = state.db.catalog().clone();
+    state
+        .db
+        .write(move |tx| {
+            // Writes are serialized (BEGIN IMMEDIATE), so check-then-insert cannot race.
+            let existing: Option<String> = tx
+                .query_row(
+                    "SELECT id FROM orders WHERE user_id = ?1 AND client_order_id = ?2",
+                    params![user.id, client_order_id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(id) = existing {
+                return Ok((StatusCode::OK, Json(owned_row(tx, &catalog, "orders", &user.id, &id)?)));
+            }
+            let known: bool = tx.query_row("SELECT EXISTS(SELECT 1 FROM instruments WHERE symbol = ?1)", [&o.symbol], |r| r.get(0))?;
+            if !known {
+                return Err(ApiError::bad_request(format!("unknown symbol {:?}", o.symbol)));
+            }
+            let portfolio: Option<String> = match &o.portfolio_id {
+                Some(p) => tx
+                    .query_row("SELECT id FROM portfolios WHERE id = ?1 AND user_id = ?2", params![p, user.id], |r| r.get(0))
+                    .optional()?
+                    .ok_or_else(|| ApiError::bad_request(format!("no portfolio {p:?}")))
+                    .map(Some)?,
+                None => tx
+                    .query_row("SELECT id FROM portfolios WHERE user_id = ?1 ORDER BY created_at, id LIMIT 1", [&user.id], |r| r.get(0))
+                    .optional()?,
+            };
+            if let Some(b) = &o.bot_id {
+                owned_row(tx, &catalog, "bots", &user.id, b).map_err(|_| ApiError::bad_request(format!("no bot {b:?}")))?;
+            }
+            let id = new_id("ord");
+            let now = now_ms();
+            tx.execute(
+                "INSERT INTO orders(id, user_id, portfolio_id, bot_id, client_order_id, symbol, side, type, time_in_force,
+                     price, stop_price, quantity, status, reduce_only, post_only, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 'new', ?13, ?14, ?15, ?15)",
+                params![id, user.id, portfolio, o.bot_id, client_order_id, o.symbol, side, kind, tif, price, stop_price, quantity,
+                    o.reduce_only, o.post_only, now],
+            )?;
+            Ok((StatusCode::CREATED, Json(owned_row(tx, &catalog, "orders", &user.id, &id)?)))
+        })
+        .await
+}
+
+/// `DELETE /v1/orders/{id}`: cancel an open order.
+pub async fn cancel_order(State(state): State<AppState>, user: AuthUser, Path(id): Path<String>) -> ApiResult<Json<Row>> {
+    let catalog = state.db.catalog().clone();
+    let row = state
+        .db
+        .write(move |tx| {
+            let order = owned_row(tx, &catalog, "orders", &user.id, &id)?;
+            let status = order.get("status").and_then(Value::as_str).unwrap_or_default();
+            if !matches!(status, "new" | "partially_filled" | "triggered") {
+                return Err(ApiError::conflict(format!("a {status} order cannot be canceled")));
+            }
+            tx.execute(
+                "UPDATE orders SET status = 'canceled', updated_at = ?3 WHERE id = ?1 AND user_id = ?2",
+                params![id, user.id, now_ms()],
+            )?;
+            owned_row(tx, &catalog, "orders", &user.id, &id)
+        })
+        .await?;
+    Ok(Json(row))
+}
+
+/// `POST /v1/positions/{id}/close`: close an open position at its last mark.
+pub async fn close_position(State(state): State<AppState>, user: AuthUser, Path(id): Path<String>) -> ApiResult<Json<Row>> {
+    let catalog = state.db.catalog().clone();
+    let row = state
+        .db
+        .write(move |tx| {
+            let pos = owned_row(tx, &catalog, "positions", &user.id, &id)?;
+            if pos.get("status").and_then(Value::as_str) != Some("open") {
+                return Err(ApiError::conflict("the position is not open"));
+            }
+            let now = now_ms();
+            tx.execute(
+                "UPDATE positions SET status = 'closed', closed_at = ?3, updated_at = ?3 WHERE id = ?1 AND user_id = ?2",
+                params![id, user.id, now],
+            )?;
+            owned_row(tx, &catalog, "positions", &user.id, &id)
+        })
+        .await?;
+    Ok(Json(row))
+}

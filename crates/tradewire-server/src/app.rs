@@ -1,0 +1,172 @@
+//! The application: shared state, the router, and `serve` with its fixed drain order.
+
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower_http::trace::TraceLayer;
+use tradewire_hub::Hub;
+
+use crate::auth::{Tokens, load_or_create_secret};
+use crate::changefeed::{ChangeLog, pump};
+use crate::config::Config;
+use crate::db::{Db, seed};
+use crate::{api, gateway, web};
+
+/// What every handler and session shares. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub config: Config,
+    pub db: Db,
+    pub log: ChangeLog,
+    pub hub: Hub,
+    pub tokens: Tokens,
+    /// Cancelled in the drain step "close sessions with 1001".
+    pub sessions_close: CancellationToken,
+    /// Every WebSocket and SSE session task.
+    pub tracker: TaskTracker,
+    pub metrics: PrometheusHandle,
+    /// Names this process in session ids.
+    pub instance: String,
+    pump_running: AtomicBool,
+}
+
+impl Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn pump_running(&self) -> bool {
+        self.pump_running.load(Ordering::Relaxed)
+    }
+}
+
+/// A built server, ready to serve (tests reach into its state).
+pub struct Server {
+    state: AppState,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Db(#[from] crate::db::DbError),
+    #[error("JWT secret in {dir}: {source}")]
+    Secret { dir: String, source: std::io::Error },
+}
+
+impl Server {
+    /// Open the database (migrations, capture triggers, demo data) and build the state.
+    pub fn build(config: Config) -> Result<Self, StartError> {
+        let db = Db::open(&config.data_dir, config.db_pool_size)?;
+        if config.demo {
+            seed::demo(&db)?;
+        } else {
+            seed::instruments(&db)?;
+        }
+        let secret = load_or_create_secret(config.jwt_secret.as_ref(), &config.data_dir).map_err(|source| {
+            StartError::Secret {
+                dir: config.data_dir.display().to_string(),
+                source,
+            }
+        })?;
+        let state = AppState(Arc::new(Inner {
+            tokens: Tokens::new(&secret, config.token_ttl_secs),
+            log: ChangeLog::new(db.clone()),
+            hub: Hub::new(config.queue_limits()),
+            db,
+            sessions_close: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            metrics: crate::telemetry::metrics_handle(),
+            instance: format!("{:06x}", rand::random::<u32>() & 0xff_ffff),
+            pump_running: AtomicBool::new(false),
+            config,
+        }));
+        Ok(Self { state })
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    pub fn router(&self) -> Router {
+        Router::new()
+            .merge(api::router())
+            .route("/v1/ws", get(gateway::ws::handler))
+            .route("/v1/sse", get(gateway::sse::handler))
+            .route("/v1/changes", get(gateway::poll::handler))
+            .merge(web::router())
+            .layer(TraceLayer::new_for_http())
+            .with_state(self.state.clone())
+    }
+
+    /// Serve on `listener` until `shutdown` is cancelled, then drain in order: stop
+    /// accepting → let the pump publish what is committed → close sessions with 1001 →
+    /// close the database. Each step has a deadline.
+    pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let state = self.state.clone();
+        let addr: SocketAddr = listener.local_addr()?;
+        let pump_stop = CancellationToken::new();
+        let pump = {
+            let (db, hub, settings, stop) = (state.db.clone(), state.hub.clone(), state.config.pump_settings(), pump_stop.clone());
+            let state = state.clone();
+            tokio::spawn(async move {
+                state.pump_running.store(true, Ordering::Relaxed);
+                let r = pump::run(db, hub, settings, stop).await;
+                state.pump_running.store(false, Ordering::Relaxed);
+                if let Err(e) = &r {
+                    tracing::error!(error = %e, "pump stopped");
+                }
+                r
+            })
+        };
+        let accept_stop = CancellationToken::new();
+        let http = tokio::spawn(
+            axum::serve(listener, self.router())
+                .with_graceful_shutdown(accept_stop.clone().cancelled_owned())
+                .into_future(),
+        );
+        tracing::info!(%addr, "serving");
+        shutdown.cancelled().await;
+
+        let deadline = Duration::from_millis(state.config.shutdown_timeout_ms);
+        tracing::info!("shutdown: stop accepting");
+        accept_stop.cancel();
+        tracing::info!("shutdown: draining the pump");
+        pump_stop.cancel();
+        match tokio::time::timeout(deadline, pump).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "pump ended with an error"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "pump task failed"),
+            Err(_) => tracing::warn!("pump did not drain in time"),
+        }
+        tracing::info!(sessions = state.hub.stats().sessions, "shutdown: closing sessions with 1001");
+        state.sessions_close.cancel();
+        state.tracker.close();
+        if tokio::time::timeout(deadline, state.tracker.wait()).await.is_err() {
+            tracing::warn!("some sessions did not close in time");
+        }
+        if tokio::time::timeout(deadline, http).await.is_err() {
+            tracing::warn!("HTTP connections did not finish in time");
+        }
+        tracing::info!("shutdown: done");
+        Ok(())
+    }
+}
+
+/// Build and serve: the entry point of `tradewire serve` and of the tests.
+pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    Server::build(config)?.serve(listener, shutdown).await
+}

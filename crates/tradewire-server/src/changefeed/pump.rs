@@ -1,0 +1,98 @@
+//! The pump: reads new rows of the change log in commit order and publishes them to the
+//! hub. An in-process commit wakes it at once; a commit by another process is seen at the
+//! next poll (every `poll_interval`, a few milliseconds). It also prunes the log.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use tradewire_hub::Hub;
+
+use super::ChangeLog;
+use crate::db::{Db, Result, now_ms};
+
+/// How the pump runs.
+#[derive(Debug, Clone, Copy)]
+pub struct PumpSettings {
+    pub poll_interval: Duration,
+    pub retention: Duration,
+    pub prune_every: Duration,
+    pub batch: usize,
+}
+
+/// Run the pump until `stop` is cancelled; then publish what is already committed and
+/// return (the "let the pump finish its batch" step of shutdown).
+pub async fn run(db: Db, hub: Hub, settings: PumpSettings, stop: CancellationToken) -> Result<()> {
+    let conn = Arc::new(std::sync::Mutex::new(db.dedicated_connection()?));
+    let epoch = db.epoch().clone();
+    let mut cursor = {
+        let conn = conn.clone();
+        tokio::task::spawn_blocking(move || ChangeLog::last_id_sync(&conn.lock().unwrap_or_else(|p| p.into_inner())))
+            .await
+            .map_err(|_| crate::db::DbError::Join)??
+    };
+    tracing::info!(cursor, "pump started");
+    let mut last_prune = Instant::now() - settings.prune_every;
+    loop {
+        let stopping = tokio::select! {
+            () = db.wake().notified() => false,
+            () = tokio::time::sleep(settings.poll_interval) => false,
+            () = stop.cancelled() => true,
+        };
+        // Drain: keep reading while full batches come back.
+        loop {
+            let conn = conn.clone();
+            let epoch = epoch.clone();
+            let batch = settings.batch;
+            let changes = tokio::task::spawn_blocking(move || {
+                ChangeLog::read_global_sync(&conn.lock().unwrap_or_else(|p| p.into_inner()), &epoch, cursor, batch)
+            })
+            .await
+            .map_err(|_| crate::db::DbError::Join)
+            .and_then(|r| r);
+            let changes = match changes {
+                Ok(c) => c,
+                Err(e) => {
+                    // The cursor has not moved: nothing is skipped, the next round retries.
+                    metrics::counter!("tradewire_pump_errors_total").increment(1);
+                    tracing::warn!(error = %e, cursor, "reading the change log failed; retrying");
+                    break;
+                }
+            };
+            let n = changes.len();
+            let now = now_ms();
+            for (id, change) in changes {
+                cursor = id;
+                metrics::histogram!("tradewire_pump_lag_seconds")
+                    .record((now - change.commit_ts).max(0) as f64 / 1000.0);
+                hub.publish(Arc::new(change));
+            }
+            if n > 0 {
+                metrics::counter!("tradewire_changes_captured_total").increment(n as u64);
+                tracing::trace!(n, cursor, "published");
+            }
+            if n < settings.batch {
+                break;
+            }
+        }
+        if stopping {
+            tracing::info!(cursor, "pump drained and stopped");
+            return Ok(());
+        }
+        if last_prune.elapsed() >= settings.prune_every {
+            last_prune = Instant::now();
+            let conn = conn.clone();
+            let cutoff = now_ms() - settings.retention.as_millis() as i64;
+            let pruned = tokio::task::spawn_blocking(move || {
+                ChangeLog::prune_sync(&conn.lock().unwrap_or_else(|p| p.into_inner()), cutoff, 50_000)
+            })
+            .await
+            .map_err(|_| crate::db::DbError::Join)?;
+            match pruned {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(n, "pruned change log past retention"),
+                Err(e) => tracing::warn!(error = %e, "pruning the change log failed; will retry"),
+            }
+        }
+    }
+}

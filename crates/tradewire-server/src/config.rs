@@ -1,0 +1,176 @@
+//! Typed, layered configuration: defaults → file → `TRADEWIRE_*` environment → flags.
+//! Unknown keys are an error, never silently ignored. Nothing here is global: the value is
+//! built once and passed in.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use tradewire_hub::QueueLimits;
+
+use crate::changefeed::pump::PumpSettings;
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Pretty,
+    Json,
+}
+
+/// Everything the server can be told.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Directory of the embedded database (`tradewire.db`) and the generated JWT secret.
+    pub data_dir: PathBuf,
+    /// HS256 secret for tokens. When absent, one is generated and kept in `data_dir`.
+    pub jwt_secret: Option<SecretString>,
+    /// Lifetime of tokens minted by login, in seconds.
+    pub token_ttl_secs: u64,
+    /// How long changes stay replayable, in seconds.
+    pub retention_secs: u64,
+    /// Heartbeat interval of WebSocket and SSE streams.
+    pub heartbeat_ms: u64,
+    /// How long a WebSocket may take to send its `auth` frame.
+    pub auth_timeout_ms: u64,
+    /// Largest accepted client frame.
+    pub max_frame_bytes: usize,
+    /// Subscriptions per connection.
+    pub max_subscriptions: usize,
+    /// Client frames per second per connection (bursts of twice that are allowed).
+    pub max_messages_per_second: u32,
+    /// Bound of each session's outbound queue, in messages.
+    pub queue_max_messages: usize,
+    /// Bound of each session's outbound queue, in bytes.
+    pub queue_max_bytes: usize,
+    /// Most rows per topic in a snapshot (newest kept).
+    pub snapshot_max_rows: usize,
+    /// How often the pump looks for commits made by other processes.
+    pub poll_interval_ms: u64,
+    /// How long shutdown waits for sessions to close before giving up on them.
+    pub shutdown_timeout_ms: u64,
+    /// Seed demo users, portfolios and bots into an empty database.
+    pub demo: bool,
+    /// Enable `/v1/testing/*` endpoints.
+    pub testing_endpoints: bool,
+    /// Connections in the SQLite pool.
+    pub db_pool_size: u32,
+    pub log_format: LogFormat,
+    /// `tracing` filter directive, e.g. `info,tradewire_server=debug`.
+    pub log: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./data"),
+            jwt_secret: None,
+            token_ttl_secs: 3600,
+            retention_secs: 24 * 3600,
+            heartbeat_ms: 15_000,
+            auth_timeout_ms: 10_000,
+            max_frame_bytes: 64 * 1024,
+            max_subscriptions: 64,
+            max_messages_per_second: 50,
+            queue_max_messages: 4096,
+            queue_max_bytes: 4 << 20,
+            snapshot_max_rows: 1000,
+            poll_interval_ms: 5,
+            shutdown_timeout_ms: 10_000,
+            demo: true,
+            testing_endpoints: false,
+            db_pool_size: 8,
+            log_format: LogFormat::Pretty,
+            log: "info".into(),
+        }
+    }
+}
+
+/// Flag values that override the other layers when given.
+#[derive(Debug, Default, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub demo: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(#[from] Box<figment::Error>);
+
+impl Config {
+    /// Layer the sources. `file` is read when given (it must exist then), else
+    /// `tradewire.toml` in the working directory when present.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let mut fig = Figment::new();
+        match file {
+            Some(path) => fig = fig.merge(Toml::file_exact(path)),
+            None => fig = fig.merge(Toml::file("tradewire.toml")),
+        }
+        fig.merge(Env::prefixed("TRADEWIRE_"))
+            .merge(Serialized::defaults(overrides))
+            .extract()
+            .map_err(|e| ConfigError(Box::new(e)))
+    }
+
+    pub fn queue_limits(&self) -> QueueLimits {
+        QueueLimits {
+            max_messages: self.queue_max_messages,
+            max_bytes: self.queue_max_bytes,
+        }
+    }
+
+    pub fn pump_settings(&self) -> PumpSettings {
+        PumpSettings {
+            poll_interval: Duration::from_millis(self.poll_interval_ms.max(1)),
+            retention: Duration::from_secs(self.retention_secs),
+            prune_every: Duration::from_secs(60),
+            batch: 1000,
+        }
+    }
+
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_ms.max(100))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_override_in_order_and_unknown_keys_fail() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("tradewire.toml", "heartbeat_ms = 1000\nmax_subscriptions = 8\n")?;
+            jail.set_env("TRADEWIRE_HEARTBEAT_MS", "2000");
+            let overrides = Overrides {
+                demo: Some(false),
+                ..Overrides::default()
+            };
+            let c = Config::load(None, &overrides).map_err(|e| e.to_string())?;
+            assert_eq!(c.max_subscriptions, 8, "file over default");
+            assert_eq!(c.heartbeat_ms, 2000, "env over file");
+            assert!(!c.demo, "flag over everything");
+            assert_eq!(c.retention_secs, 86_400, "default kept");
+
+            jail.set_env("TRADEWIRE_HEARTBEAT_MSS", "1");
+            let err = Config::load(None, &Overrides::default()).unwrap_err();
+            assert!(err.to_string().contains("heartbeat_mss"), "{err}");
+            Ok(())
+        });
+    }
+}

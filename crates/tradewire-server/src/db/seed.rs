@@ -1,0 +1,91 @@
+//! Reference and demo data: instruments always; demo users, portfolios, bots and risk rows
+//! into an empty database when demo mode is on.
+
+use rusqlite::{Connection, params};
+
+use super::{Db, Result, now_ms};
+use crate::auth::hash_password;
+
+/// The demo users and their passwords (stated in the README).
+pub const DEMO_USERS: [(&str, &str); 2] = [("alice", "alice-demo"), ("bob", "bob-demo")];
+
+/// symbol, base, tick, lot, min notional, max leverage, maintenance margin rate
+const INSTRUMENTS: [(&str, &str, &str, &str, &str, i64, &str); 6] = [
+    ("BTCUSDT", "BTC", "0.10", "0.001", "5", 100, "0.004"),
+    ("ETHUSDT", "ETH", "0.01", "0.01", "5", 100, "0.005"),
+    ("SOLUSDT", "SOL", "0.001", "0.1", "5", 50, "0.01"),
+    ("BNBUSDT", "BNB", "0.01", "0.01", "5", 50, "0.01"),
+    ("XRPUSDT", "XRP", "0.0001", "1", "5", 50, "0.01"),
+    ("DOGEUSDT", "DOGE", "0.00001", "10", "5", 25, "0.02"),
+];
+
+fn seed_instruments(conn: &Connection) -> rusqlite::Result<()> {
+    for (symbol, base, tick, lot, min_notional, lev, mmr) in INSTRUMENTS {
+        conn.execute(
+            "INSERT INTO instruments(symbol, base, quote, tick_size, lot_size, min_notional, max_leverage,
+                 maintenance_margin_rate, maker_fee, taker_fee)
+             SELECT ?1, ?2, 'USDT', ?3, ?4, ?5, ?6, ?7, '0.0002', '0.0005'
+             WHERE NOT EXISTS (SELECT 1 FROM instruments WHERE symbol = ?1)",
+            params![symbol, base, tick, lot, min_notional, lev, mmr],
+        )?;
+    }
+    Ok(())
+}
+
+pub fn instruments(db: &Db) -> Result<()> {
+    let conn = db.dedicated_connection()?;
+    Ok(seed_instruments(&conn)?)
+}
+
+/// Create a user with a portfolio and a risk row; returns the user id.
+pub fn create_user(conn: &Connection, username: &str, password: &str, balance: &str) -> rusqlite::Result<String> {
+    let now = now_ms();
+    let user_id = format!("u_{username}");
+    conn.execute(
+        "INSERT INTO users(id, username, password_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
+        params![user_id, username, hash_password(password), now],
+    )?;
+    let portfolio = format!("pf_{username}_main");
+    conn.execute(
+        "INSERT INTO portfolios(id, user_id, name, balance, equity, margin_available, created_at, updated_at)
+         VALUES (?1, ?2, 'Main', ?3, ?3, ?3, ?4, ?4)",
+        params![portfolio, user_id, balance, now],
+    )?;
+    conn.execute(
+        "INSERT INTO risk(id, user_id, portfolio_id, daily_loss_limit, max_drawdown, updated_at)
+         VALUES (?1, ?2, ?3, '500', '0.10', ?4)",
+        params![format!("risk_{username}_main"), user_id, portfolio, now],
+    )?;
+    Ok(user_id)
+}
+
+/// Seed the demo desk into a database that has no users yet.
+pub fn demo(db: &Db) -> Result<()> {
+    let mut conn = db.dedicated_connection()?;
+    let tx = conn.transaction()?;
+    seed_instruments(&tx)?;
+    let users: i64 = tx.query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0))?;
+    if users == 0 {
+        let now = now_ms();
+        let bots: [(&str, &str, &str, &str, &str); 5] = [
+            ("alice", "Momentum BTC", "ma_crossover", "BTCUSDT", "running"),
+            ("alice", "ETH Mean Revert", "mean_reversion", "ETHUSDT", "running"),
+            ("alice", "SOL Grid", "grid", "SOLUSDT", "paused"),
+            ("bob", "Bob's BTC Grid", "grid", "BTCUSDT", "running"),
+            ("bob", "Bob's ETH Trend", "ma_crossover", "ETHUSDT", "stopped"),
+        ];
+        for (name, password) in DEMO_USERS {
+            create_user(&tx, name, password, "10000")?;
+        }
+        for (i, (owner, name, strategy, symbol, status)) in bots.into_iter().enumerate() {
+            tx.execute(
+                "INSERT INTO trading_bots(id, user_id, portfolio_id, name, strategy, symbol, status, config, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, '{}', ?8, ?8)",
+                params![format!("bot_{owner}_{}", i + 1), format!("u_{owner}"), format!("pf_{owner}_main"), name, strategy, symbol, status, now],
+            )?;
+        }
+        tracing::info!("seeded demo users alice and bob");
+    }
+    tx.commit()?;
+    Ok(())
+}

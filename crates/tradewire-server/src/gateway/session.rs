@@ -1,0 +1,306 @@
+//! A client session, independent of transport: what it is subscribed to, how a
+//! subscription starts (snapshot, replay from a position, or now) without a gap or a
+//! duplicate against the live stream, and how live changes are delivered.
+//!
+//! The session registers with the hub *before* it reads anything from the database, so
+//! every change committed after a read is already in (or on its way to) its queue; changes
+//! both read and queued are told apart by `seq` and delivered once.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tradewire_hub::{Change, Filter, FilterError, QueueReceiver, Registration, Subscription, SubscriptionSet, TopicSet};
+use tradewire_protocol::{ErrorCode, From, Position, Row, ServerFrame, Topic};
+
+use crate::app::AppState;
+use crate::changefeed::Resync;
+use crate::db::{Catalog, DbError};
+
+/// Replay reads the log in batches of this many changes.
+const REPLAY_BATCH: usize = 1000;
+
+/// What a session hands its transport.
+#[derive(Debug)]
+pub enum Out<'a> {
+    Frame(ServerFrame),
+    Event { sub: &'a str, change: &'a Arc<Change> },
+}
+
+/// The transport went away, or must close for the reason given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// The peer is gone (or writing failed).
+    Gone,
+    /// The session's queue overflowed while writing: close as a slow consumer.
+    SlowConsumer,
+    /// The server is shutting down.
+    Shutdown,
+}
+
+/// A transport's writing end.
+pub trait Output: Send {
+    fn send(&mut self, out: Out<'_>) -> impl Future<Output = Result<(), Stop>> + Send;
+}
+
+/// A request error, answered with an `error` frame (or an HTTP error) and no subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl Rejection {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn frame(self, id: Option<&str>) -> ServerFrame {
+        ServerFrame::error(id, self.code, self.message)
+    }
+}
+
+/// A validated choice of topics and filter.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub topics: TopicSet,
+    /// The concrete topic names (for snapshots and the `subscribed` answer).
+    pub names: Vec<String>,
+    pub filter: Filter,
+}
+
+impl Plan {
+    /// Check topic names and the filter against the catalog.
+    pub fn new(catalog: &Catalog, topics: &[String], filter: Option<&Row>) -> Result<Self, Rejection> {
+        if topics.is_empty() || topics.len() > 32 {
+            return Err(Rejection::new(ErrorCode::InvalidTopic, "give 1 to 32 topics"));
+        }
+        let mut all = false;
+        let mut names: Vec<String> = Vec::new();
+        for t in topics {
+            match t.parse::<Topic>() {
+                Ok(Topic::AllPrivate) => all = true,
+                Ok(Topic::Private(name)) if catalog.topic(&name).is_some() => {
+                    if !names.contains(&name) {
+                        names.push(name);
+                    }
+                }
+                Ok(Topic::Market(m)) => {
+                    return Err(Rejection::new(
+                        ErrorCode::InvalidTopic,
+                        format!("market topic {m:?} is not served: no market data source is running"),
+                    ));
+                }
+                Ok(Topic::Private(_)) | Err(_) => {
+                    let known: Vec<&str> = catalog.topics().collect();
+                    return Err(Rejection::new(
+                        ErrorCode::InvalidTopic,
+                        format!("unknown topic {:?}; private topics are {} or \"*\"", t.chars().take(80).collect::<String>(), known.join(", ")),
+                    ));
+                }
+            }
+        }
+        if all {
+            names = catalog.topics().map(str::to_owned).collect();
+        }
+        let filter = match filter {
+            None => Filter::default(),
+            Some(map) => Filter::parse(map).map_err(|e| Rejection::new(ErrorCode::InvalidFilter, e.to_string()))?,
+        };
+        // A column must exist in at least one of the topics; rows of topics without it
+        // never match.
+        for col in filter.columns() {
+            if !names.iter().any(|n| catalog.topic(n).is_some_and(|t| t.has_column(col))) {
+                let e = FilterError::UnknownColumn {
+                    column: col.chars().take(64).collect(),
+                    topics: format!("[{}]", names.join(", ")),
+                };
+                return Err(Rejection::new(ErrorCode::InvalidFilter, e.to_string()));
+            }
+        }
+        let topics = if all {
+            TopicSet::All
+        } else {
+            TopicSet::Only(names.iter().map(|n| Arc::from(n.as_str())).collect())
+        };
+        Ok(Self { topics, names, filter })
+    }
+}
+
+/// One live session of one user.
+pub struct Session {
+    state: AppState,
+    user_id: Arc<str>,
+    rx: QueueReceiver,
+    registration: Registration,
+    subs: SubscriptionSet,
+    /// The highest `seq` of the user's stream this session has accounted for: every
+    /// matching change at or below it has been delivered to every subscription.
+    head: u64,
+}
+
+impl Session {
+    /// Register with the hub, then read the head of the user's stream.
+    pub async fn open(state: AppState, user_id: &str) -> Result<Self, DbError> {
+        let (registration, rx) = state.hub.register(user_id);
+        let head = state.log.head(user_id).await?;
+        Ok(Self {
+            state,
+            user_id: user_id.into(),
+            rx,
+            registration,
+            subs: SubscriptionSet::default(),
+            head,
+        })
+    }
+
+    pub fn id(&self) -> u64 {
+        self.registration.session_id()
+    }
+
+    pub fn user_id(&self) -> &str {
+        &self.user_id
+    }
+
+    pub fn queue(&mut self) -> &mut QueueReceiver {
+        &mut self.rx
+    }
+
+    pub fn subscriptions(&self) -> usize {
+        self.subs.len()
+    }
+
+    /// The position every subscription of this session has reached.
+    pub fn position(&self) -> Position {
+        Position::new(self.state.log.epoch().to_string(), self.head)
+    }
+
+    /// Start subscription `id`. Request errors come back as `Ok(Err(rejection))`; the
+    /// transport sends them. `Err(stop)` means the transport failed while answering.
+    pub async fn subscribe<O: Output>(
+        &mut self,
+        id: &str,
+        plan: Plan,
+        from: From,
+        out: &mut O,
+    ) -> Result<Result<(), Rejection>, Stop> {
+        let limits = &self.state.config;
+        if id.is_empty() || id.len() > 64 {
+            return Ok(Err(Rejection::new(ErrorCode::BadRequest, "a subscription id has 1 to 64 characters")));
+        }
+        if !self.subs.contains(id) && self.subs.len() >= limits.max_subscriptions {
+            return Ok(Err(Rejection::new(
+                ErrorCode::TooManySubscriptions,
+                format!("at most {} subscriptions per connection", limits.max_subscriptions),
+            )));
+        }
+        let mut sub = Subscription {
+            id: id.into(),
+            topics: plan.topics.clone(),
+            filter: plan.filter.clone(),
+            after: 0,
+        };
+        // A subscription being replaced stops now, so nothing is delivered twice under its id.
+        self.subs.remove(id);
+        let subscribed = ServerFrame::Subscribed {
+            id: id.to_owned(),
+            topics: plan.names.clone(),
+        };
+        let log = self.state.log.clone();
+        match from {
+            From::Now => {
+                sub.after = log.head(&self.user_id).await.map_err(db_failed)?;
+                out.send(Out::Frame(subscribed)).await?;
+            }
+            From::Snapshot => {
+                let snap = log
+                    .snapshot(&self.user_id, plan.names.clone(), plan.filter.clone(), limits.snapshot_max_rows)
+                    .await
+                    .map_err(db_failed)?;
+                sub.after = snap.head;
+                out.send(Out::Frame(subscribed)).await?;
+                out.send(Out::Frame(ServerFrame::Snapshot {
+                    id: id.to_owned(),
+                    position: Position::new(log.epoch().to_string(), snap.head),
+                    rows: snap.rows,
+                    truncated: snap.truncated,
+                }))
+                .await?;
+            }
+            From::Position(pos) => {
+                let resync = |reason: Resync| {
+                    Out::Frame(ServerFrame::ResyncRequired {
+                        id: id.to_owned(),
+                        reason: reason.reason().to_owned(),
+                    })
+                };
+                if let Err(reason) = log.check_from(&self.user_id, &pos).await.map_err(db_failed)? {
+                    out.send(resync(reason)).await?;
+                    return Ok(Ok(()));
+                }
+                out.send(Out::Frame(subscribed)).await?;
+                sub.after = pos.seq;
+                loop {
+                    let batch = log
+                        .read_after(&self.user_id, sub.after, REPLAY_BATCH)
+                        .await
+                        .map_err(db_failed)?;
+                    if batch.first().is_some_and(|c| c.seq != sub.after + 1) {
+                        // Pruned while we replayed: never skip silently.
+                        out.send(resync(Resync::HistoryExpired)).await?;
+                        return Ok(Ok(()));
+                    }
+                    let full = batch.len() == REPLAY_BATCH;
+                    for change in &batch {
+                        if sub.wants(change) {
+                            out.send(Out::Event { sub: id, change }).await?;
+                        }
+                        sub.after = change.seq;
+                    }
+                    if !full {
+                        break;
+                    }
+                }
+            }
+        }
+        // `head` advances only as the queue is processed (see `deliver`), never from a
+        // snapshot: older queued changes may still be owed to the other subscriptions.
+        self.subs.insert(sub);
+        metrics::gauge!("tradewire_subscriptions").increment(1.0);
+        Ok(Ok(()))
+    }
+
+    pub fn unsubscribe(&mut self, id: &str) -> bool {
+        let removed = self.subs.remove(id).is_some();
+        if removed {
+            metrics::gauge!("tradewire_subscriptions").decrement(1.0);
+        }
+        removed
+    }
+
+    /// Deliver a live change to every subscription that wants it.
+    pub async fn deliver<O: Output>(&mut self, change: &Arc<Change>, out: &mut O) -> Result<(), Stop> {
+        self.head = self.head.max(change.seq);
+        let ids: Vec<Arc<str>> = self.subs.deliver(change).collect();
+        for id in ids {
+            out.send(Out::Event { sub: &id, change }).await?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        metrics::gauge!("tradewire_subscriptions").decrement(self.subs.len() as f64);
+        self.state.hub.record_peak(self.rx.peak_bytes());
+    }
+}
+
+/// A database failure while serving a request: logged; the transport is told to stop
+/// (the client reconnects and resumes; nothing is skipped).
+fn db_failed(e: DbError) -> Stop {
+    tracing::error!(error = %e, "database error while serving a subscription");
+    Stop::Gone
+}

@@ -1,0 +1,362 @@
+//! `GET /v1/ws`: authentication (header, query or first frame), `welcome`, the client ops,
+//! heartbeats, token refresh and expiry, limits, and every close code of PROTOCOL.md.
+//!
+//! The connection loop is generic over the socket's `Stream`/`Sink` halves, so it can be
+//! driven by any WebSocket implementation.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use futures::{Sink, SinkExt, Stream, StreamExt};
+use serde::Deserialize;
+use serde_json::Value;
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::WaitForCancellationFutureOwned;
+use tracing::Instrument;
+use tradewire_protocol::{ClientFrame, CloseCode, ErrorCode, From, Limits, ServerFrame};
+
+use super::limits::RateLimiter;
+use super::session::{Out, Output, Plan, Session, Stop};
+use crate::api::auth::bearer_token;
+use crate::app::AppState;
+use crate::auth::{Claims, TokenError};
+use crate::db::now_ms;
+
+/// How long a close frame may take to leave before the connection is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Deserialize)]
+pub struct WsQuery {
+    token: Option<String>,
+}
+
+pub async fn handler(
+    State(state): State<AppState>,
+    Query(q): Query<WsQuery>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let token = bearer_token(&headers).map(str::to_owned).or(q.token);
+    let max = state.config.max_frame_bytes;
+    let tracker = state.tracker.clone();
+    ws.max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket: WebSocket| {
+            let span = tracing::info_span!("ws", user = tracing::field::Empty, session = tracing::field::Empty);
+            let (sink, stream) = socket.split();
+            tracker.track_future(connection(state, sink, stream, token).instrument(span))
+        })
+}
+
+/// Why a frame from the client could not be used.
+enum Bad {
+    /// Not JSON at all (or binary): a protocol violation, close 4400.
+    Violation,
+    /// JSON, but not a valid request: an error frame, the connection stays.
+    Request(Option<String>, ErrorCode, String),
+}
+
+fn parse_frame(text: &str) -> Result<ClientFrame, Bad> {
+    let value: Value = serde_json::from_str(text).map_err(|_| Bad::Violation)?;
+    let Some(obj) = value.as_object() else {
+        return Err(Bad::Request(None, ErrorCode::BadRequest, "a frame is a JSON object with \"op\"".into()));
+    };
+    let id = obj.get("id").and_then(Value::as_str).map(|s| s.chars().take(64).collect::<String>());
+    let Some(op) = obj.get("op").and_then(Value::as_str) else {
+        return Err(Bad::Request(id, ErrorCode::BadRequest, "a frame needs a string \"op\"".into()));
+    };
+    if !ClientFrame::OPS.contains(&op) {
+        return Err(Bad::Request(
+            id,
+            ErrorCode::UnknownOp,
+            format!("unknown op {:?}; ops are {}", op.chars().take(32).collect::<String>(), ClientFrame::OPS.join(", ")),
+        ));
+    }
+    serde_json::from_value(value).map_err(|e| Bad::Request(id, ErrorCode::BadRequest, e.to_string()))
+}
+
+fn text(frame: &ServerFrame) -> Message {
+    Message::Text(Utf8Bytes::from(frame.to_json()))
+}
+
+/// The writing half, with the session's overflow signal and the server's shutdown.
+struct WsOut<K> {
+    sink: K,
+    overflowed: Pin<Box<WaitForCancellationFutureOwned>>,
+    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
+}
+
+impl<K> WsOut<K>
+where
+    K: Sink<Message> + Unpin + Send,
+{
+    async fn write(&mut self, msg: Message) -> Result<(), Stop> {
+        tokio::select! {
+            r = self.sink.send(msg) => r.map_err(|_| Stop::Gone),
+            () = &mut self.overflowed => Err(Stop::SlowConsumer),
+            () = &mut self.shutdown => Err(Stop::Shutdown),
+        }
+    }
+
+    /// Send a close frame (after whatever is already buffered) and give up after a grace.
+    async fn close(mut self, code: CloseCode) {
+        metrics::counter!("tradewire_disconnects_total", "code" => code.code().to_string()).increment(1);
+        tracing::debug!(code = code.code(), "closing");
+        let frame = CloseFrame {
+            code: code.code(),
+            reason: Utf8Bytes::from_static(code.reason()),
+        };
+        let _ = tokio::time::timeout(CLOSE_GRACE, async {
+            let _ = self.sink.send(Message::Close(Some(frame))).await;
+            let _ = self.sink.close().await;
+        })
+        .await;
+    }
+}
+
+impl<K> Output for WsOut<K>
+where
+    K: Sink<Message> + Unpin + Send,
+{
+    async fn send(&mut self, out: Out<'_>) -> Result<(), Stop> {
+        let msg = match out {
+            Out::Frame(frame) => text(&frame),
+            Out::Event { sub, change } => {
+                metrics::counter!("tradewire_events_delivered_total").increment(1);
+                let bytes = change.ws_frame(sub);
+                // The frame is serde_json output plus an id that serde_json encoded: UTF-8.
+                Message::Text(Utf8Bytes::try_from(bytes).map_err(|_| Stop::Gone)?)
+            }
+        };
+        self.write(msg).await
+    }
+}
+
+/// Authenticate from the token given at upgrade, or from the first frame.
+async fn authenticate<S>(state: &AppState, stream: &mut S, token: Option<String>) -> Result<Claims, CloseCode>
+where
+    S: Stream<Item = Result<Message, axum::Error>> + Unpin,
+{
+    let token = match token {
+        Some(t) => t,
+        None => {
+            let wait = Duration::from_millis(state.config.auth_timeout_ms);
+            let first = tokio::time::timeout(wait, async {
+                loop {
+                    match stream.next().await {
+                        Some(Ok(Message::Text(t))) => return Some(t),
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                        _ => return None,
+                    }
+                }
+            })
+            .await
+            .ok()
+            .flatten()
+            .ok_or(CloseCode::Unauthorized)?;
+            match parse_frame(&first) {
+                Ok(ClientFrame::Auth { token }) => token,
+                _ => return Err(CloseCode::Unauthorized),
+            }
+        }
+    };
+    state.tokens.verify(&token).map_err(|_| CloseCode::Unauthorized)
+}
+
+fn expiry(claims: &Claims) -> Instant {
+    let left = (claims.expires_at_ms() - now_ms()).max(0) as u64;
+    Instant::now() + Duration::from_millis(left)
+}
+
+/// One WebSocket connection, from upgrade to close.
+pub async fn connection<K, S>(state: AppState, sink: K, mut stream: S, token: Option<String>)
+where
+    K: Sink<Message> + Unpin + Send,
+    S: Stream<Item = Result<Message, axum::Error>> + Unpin + Send,
+{
+    metrics::gauge!("tradewire_connections", "transport" => "ws").increment(1.0);
+    let shutdown = state.sessions_close.clone();
+    let mut out = WsOut {
+        sink,
+        overflowed: Box::pin(tokio_util::sync::CancellationToken::new().cancelled_owned()),
+        shutdown: Box::pin(shutdown.clone().cancelled_owned()),
+    };
+    let code = match authenticate(&state, &mut stream, token).await {
+        Err(code) => code,
+        Ok(claims) => run(&state, &mut out, &mut stream, claims).await,
+    };
+    if code != CloseCode::Normal {
+        out.close(code).await;
+    }
+    metrics::gauge!("tradewire_connections", "transport" => "ws").decrement(1.0);
+}
+
+async fn run<K, S>(state: &AppState, out: &mut WsOut<K>, stream: &mut S, mut claims: Claims) -> CloseCode
+where
+    K: Sink<Message> + Unpin + Send,
+    S: Stream<Item = Result<Message, axum::Error>> + Unpin + Send,
+{
+    let span = tracing::Span::current();
+    span.record("user", claims.name.as_str());
+    let mut session = match Session::open(state.clone(), &claims.sub).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot open session");
+            return CloseCode::GoingAway;
+        }
+    };
+    span.record("session", session.id());
+    out.overflowed = Box::pin(session.queue().overflowed());
+    let cfg = &state.config;
+    let welcome = ServerFrame::Welcome {
+        session: format!("{}-{}", state.instance, session.id()),
+        user_id: claims.sub.clone(),
+        position: session.position(),
+        heartbeat_ms: cfg.heartbeat().as_millis() as u64,
+        limits: Limits {
+            max_frame_bytes: cfg.max_frame_bytes,
+            max_subscriptions: cfg.max_subscriptions,
+            max_messages_per_second: cfg.max_messages_per_second,
+        },
+    };
+    if let Err(stop) = out.send(Out::Frame(welcome)).await {
+        return stop_code(stop);
+    }
+    let mut heartbeat = tokio::time::interval_at(Instant::now() + cfg.heartbeat(), cfg.heartbeat());
+    let mut expires: Pin<Box<Sleep>> = Box::pin(tokio::time::sleep_until(expiry(&claims)));
+    let mut limiter = RateLimiter::new(cfg.max_messages_per_second);
+    loop {
+        let step = tokio::select! {
+            biased;
+            () = &mut out.shutdown => Err(Stop::Shutdown),
+            () = &mut out.overflowed => Err(Stop::SlowConsumer),
+            () = &mut expires => return CloseCode::TokenExpired,
+            _ = heartbeat.tick() => {
+                let hb = ServerFrame::Heartbeat { position: session.position(), ts: now_ms() };
+                match out.write(Message::Ping(Default::default())).await {
+                    Ok(()) => out.send(Out::Frame(hb)).await,
+                    Err(e) => Err(e),
+                }
+            }
+            change = session.queue().recv() => match change {
+                Some(change) => session.deliver(&change, out).await,
+                None => Err(Stop::Gone),
+            },
+            msg = stream.next() => {
+                let msg = match msg {
+                    None | Some(Ok(Message::Close(_))) => return CloseCode::Normal,
+                    Some(Err(e)) => return read_error_code(&e),
+                    Some(Ok(m)) => m,
+                };
+                let text = match msg {
+                    Message::Text(t) => t,
+                    Message::Binary(_) => return CloseCode::ProtocolViolation,
+                    Message::Ping(_) | Message::Pong(_) | Message::Close(_) => continue,
+                };
+                match limiter.check() {
+                    super::limits::Verdict::Allow => {}
+                    super::limits::Verdict::Reject { first } => {
+                        if first {
+                            let f = ServerFrame::error(None, ErrorCode::RateLimited, format!("more than {} frames per second; frames are being dropped", cfg.max_messages_per_second));
+                            if let Err(stop) = out.send(Out::Frame(f)).await { return stop_code(stop); }
+                        }
+                        continue;
+                    }
+                    super::limits::Verdict::Close => return CloseCode::RateLimited,
+                }
+                let frame = match parse_frame(&text) {
+                    Ok(f) => f,
+                    Err(Bad::Violation) => return CloseCode::ProtocolViolation,
+                    Err(Bad::Request(id, code, message)) => {
+                        if let Err(stop) = out.send(Out::Frame(ServerFrame::error(id.as_deref(), code, message))).await {
+                            return stop_code(stop);
+                        }
+                        continue;
+                    }
+                };
+                match handle(state, &mut session, out, frame, &mut claims).await {
+                    Ok(Some(code)) => return code,
+                    Ok(None) => {
+                        expires.as_mut().reset(expiry(&claims));
+                        Ok(())
+                    }
+                    Err(stop) => Err(stop),
+                }
+            }
+        };
+        if let Err(stop) = step {
+            return stop_code(stop);
+        }
+    }
+}
+
+fn stop_code(stop: Stop) -> CloseCode {
+    match stop {
+        Stop::Gone => CloseCode::Normal,
+        Stop::SlowConsumer => CloseCode::SlowConsumer,
+        Stop::Shutdown => CloseCode::GoingAway,
+    }
+}
+
+/// A read error: an oversized frame is 1009, anything else ends the connection quietly.
+fn read_error_code(e: &axum::Error) -> CloseCode {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        let text = err.to_string();
+        if text.contains("too long") || text.contains("Space limit exceeded") {
+            return CloseCode::MessageTooBig;
+        }
+        source = err.source();
+    }
+    tracing::debug!(error = %e, "websocket read failed");
+    CloseCode::Normal
+}
+
+/// Handle one client op. `Ok(Some(code))` closes the connection.
+async fn handle<K>(
+    state: &AppState,
+    session: &mut Session,
+    out: &mut WsOut<K>,
+    frame: ClientFrame,
+    claims: &mut Claims,
+) -> Result<Option<CloseCode>, Stop>
+where
+    K: Sink<Message> + Unpin + Send,
+{
+    match frame {
+        ClientFrame::Ping { ts } => out.send(Out::Frame(ServerFrame::Pong { ts })).await?,
+        ClientFrame::Auth { token } => match state.tokens.verify(&token) {
+            Ok(fresh) if fresh.sub == claims.sub => *claims = fresh,
+            Ok(_) => return Ok(Some(CloseCode::Forbidden)),
+            Err(e) => {
+                let msg = match e {
+                    TokenError::Expired => "token expired; the connection keeps its current token",
+                    TokenError::Invalid => "token invalid; the connection keeps its current token",
+                };
+                out.send(Out::Frame(ServerFrame::error(None, ErrorCode::Unauthorized, msg))).await?;
+            }
+        },
+        ClientFrame::Unsubscribe { id } => {
+            let frame = if session.unsubscribe(&id) {
+                ServerFrame::Unsubscribed { id }
+            } else {
+                ServerFrame::error(Some(&id), ErrorCode::BadRequest, format!("no subscription {id:?}"))
+            };
+            out.send(Out::Frame(frame)).await?;
+        }
+        ClientFrame::Subscribe { id, topics, filter, from } => {
+            let result = match Plan::new(state.db.catalog(), &topics, filter.as_ref()) {
+                Ok(plan) => session.subscribe(&id, plan, from.unwrap_or(From::Snapshot), out).await?,
+                Err(rejection) => Err(rejection),
+            };
+            if let Err(rejection) = result {
+                out.send(Out::Frame(rejection.frame(Some(&id)))).await?;
+            }
+        }
+    }
+    Ok(None)
+}

@@ -1,0 +1,166 @@
+//! The `tradewire` command: `serve`, `token`, `tail`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use rusqlite::OptionalExtension;
+use tokio_util::sync::CancellationToken;
+use tradewire_client::{Options, Subscriber, Update};
+use tradewire_server::config::{Config, LogFormat, Overrides};
+use tradewire_server::{Server, telemetry};
+
+#[derive(Debug, Parser)]
+#[command(name = "tradewire", version, about = "Live, gap-free streams of a trading database")]
+struct Cli {
+    /// Configuration file (TOML). Default: ./tradewire.toml when present.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Data directory (database, generated JWT secret). Default: ./data
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server: embedded SQLite, demo data, dashboard.
+    Serve {
+        /// Address to listen on, e.g. 127.0.0.1:8080
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// Do not seed demo users and bots.
+        #[arg(long)]
+        no_demo: bool,
+        /// Log as JSON lines.
+        #[arg(long)]
+        json_logs: bool,
+    },
+    /// Mint a token for a user (for scripts and `tail`).
+    Token {
+        #[arg(long)]
+        user: String,
+        /// Lifetime in seconds (default: the configured token lifetime).
+        #[arg(long)]
+        ttl: Option<i64>,
+    },
+    /// Print a user's events live; resumes after reconnects without gaps.
+    Tail {
+        /// Server base URL.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// Token (default: minted locally for --user from the data directory's secret).
+        #[arg(long, env = "TRADEWIRE_TOKEN")]
+        token: Option<String>,
+        #[arg(long)]
+        user: Option<String>,
+        /// Comma-separated topics, or * for all private topics.
+        #[arg(long, default_value = "*")]
+        topics: String,
+        /// A `where` filter as JSON, e.g. '{"symbol":"BTCUSDT"}'.
+        #[arg(long = "where")]
+        filter: Option<String>,
+        /// Start after this position (<epoch>:<seq>); default: a snapshot.
+        #[arg(long)]
+        from: Option<String>,
+    },
+}
+
+fn config(cli: &Cli, overrides: Overrides) -> anyhow::Result<Config> {
+    Ok(Config::load(cli.config.as_deref(), &Overrides { data_dir: cli.data_dir.clone(), ..overrides })?)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match &cli.command {
+        Command::Serve { listen, no_demo, json_logs } => {
+            let overrides = Overrides {
+                listen: *listen,
+                demo: no_demo.then_some(false),
+                log_format: json_logs.then_some(LogFormat::Json),
+                ..Overrides::default()
+            };
+            let config = config(&cli, overrides)?;
+            telemetry::init_logs(&config.log, config.log_format);
+            serve(config).await
+        }
+        Command::Token { user, ttl } => {
+            let config = config(&cli, Overrides::default())?;
+            println!("{}", mint(&config, user, *ttl)?);
+            Ok(())
+        }
+        Command::Tail { url, token, user, topics, filter, from } => {
+            telemetry::init_logs("warn", LogFormat::Pretty);
+            let token = match (token, user) {
+                (Some(t), _) => t.clone(),
+                (None, Some(u)) => mint(&config(&cli, Overrides::default())?, u, None)?,
+                (None, None) => anyhow::bail!("give --token (or TRADEWIRE_TOKEN) or --user"),
+            };
+            tail(url, token, topics, filter.as_deref(), from.as_deref()).await
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let demo = config.demo;
+    let server = Server::build(config).context("cannot start")?;
+    let shutdown = CancellationToken::new();
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+            tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        signal.cancel();
+    });
+    println!("Tradewire is running. Dashboard: http://{addr}/");
+    if demo {
+        println!("Demo logins: alice / alice-demo, bob / bob-demo");
+    }
+    server.serve(listener, shutdown).await
+}
+
+/// Mint a token from the data directory's secret, for a username.
+fn mint(config: &Config, username: &str, ttl: Option<i64>) -> anyhow::Result<String> {
+    let path = config.data_dir.join("tradewire.db");
+    anyhow::ensure!(path.exists(), "no database at {} (run `tradewire serve` first)", path.display());
+    let conn = rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let user_id: String = conn
+        .query_row("SELECT id FROM users WHERE username = ?1", [username], |r| r.get(0))
+        .optional()?
+        .with_context(|| format!("no user {username:?}"))?;
+    let secret = tradewire_server::auth::load_or_create_secret(config.jwt_secret.as_ref(), &config.data_dir)?;
+    let tokens = tradewire_server::auth::Tokens::new(&secret, config.token_ttl_secs);
+    Ok(tokens.issue(&user_id, username, ttl).0)
+}
+
+async fn tail(url: &str, token: String, topics: &str, filter: Option<&str>, from: Option<&str>) -> anyhow::Result<()> {
+    let ws_url = format!("{}/v1/ws", url.trim_end_matches('/').replacen("http", "ws", 1));
+    let mut opts = Options::new(ws_url, token, topics.split(',').map(|t| t.trim().to_owned()).collect());
+    opts.filter = filter.map(serde_json::from_str).transpose().context("--where is a JSON object")?;
+    opts.from = from.map(str::parse).transpose().map_err(|_| anyhow::anyhow!("--from is <epoch>:<seq>"))?;
+    let mut sub = Subscriber::new(opts);
+    loop {
+        match sub.next().await? {
+            Update::Connected { position } => eprintln!("# connected; stream head {position}"),
+            Update::Snapshot { position, rows } => {
+                let counts: Vec<String> = rows.iter().map(|(t, r)| format!("{t}={}", r.len())).collect();
+                eprintln!("# snapshot at {position}: {}", counts.join(" "));
+            }
+            Update::Event(ev) => println!("{}", serde_json::to_string(&ev)?),
+            Update::Disconnected { code, retry_in } => {
+                eprintln!("# disconnected ({code:?}); resuming from {:?} in {retry_in:?}", sub.position().map(ToString::to_string));
+            }
+        }
+    }
+}
