@@ -8,6 +8,7 @@ use rusqlite::OptionalExtension;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::ApiJson;
 use crate::app::AppState;
 use crate::auth::{TokenError, verify_password};
 use crate::error::{ApiError, ApiResult};
@@ -49,7 +50,7 @@ pub struct Login {
     password: String,
 }
 
-pub async fn login(State(state): State<AppState>, Json(body): Json<Login>) -> ApiResult<Json<Value>> {
+pub async fn login(State(state): State<AppState>, ApiJson(body): ApiJson<Login>) -> ApiResult<Json<Value>> {
     let username = body.username.clone();
     let found: Option<(String, String)> = state
         .db

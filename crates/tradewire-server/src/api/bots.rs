@@ -9,6 +9,7 @@ use serde_json::Value;
 use tradewire_protocol::Row;
 
 use super::auth::AuthUser;
+use super::ApiJson;
 use super::{new_id, owned_row};
 use crate::app::AppState;
 use crate::db::now_ms;
@@ -64,7 +65,7 @@ fn check_portfolio(conn: &rusqlite::Connection, user: &str, id: &str) -> ApiResu
     if mine { Ok(()) } else { Err(ApiError::bad_request(format!("no portfolio {id:?}"))) }
 }
 
-pub async fn create(State(state): State<AppState>, user: AuthUser, Json(bot): Json<NewBot>) -> ApiResult<(StatusCode, Json<Row>)> {
+pub async fn create(State(state): State<AppState>, user: AuthUser, ApiJson(bot): ApiJson<NewBot>) -> ApiResult<(StatusCode, Json<Row>)> {
     check_text("name", &bot.name)?;
     check_text("strategy", &bot.strategy)?;
     let config = check_config(&bot.config)?;
@@ -93,7 +94,7 @@ pub async fn update(
     State(state): State<AppState>,
     user: AuthUser,
     Path(id): Path<String>,
-    Json(patch): Json<BotPatch>,
+    ApiJson(patch): ApiJson<BotPatch>,
 ) -> ApiResult<Json<Row>> {
     for (field, v) in [("name", &patch.name), ("strategy", &patch.strategy)] {
         if let Some(v) = v {

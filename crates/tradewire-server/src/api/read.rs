@@ -4,11 +4,12 @@
 use std::collections::HashMap;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use serde_json::{Value, json};
 use tradewire_hub::Filter;
 use tradewire_protocol::Row;
 
+use super::ApiQuery;
 use super::auth::AuthUser;
 use crate::app::AppState;
 use crate::db::rows::{get_row, scan_rows};
@@ -57,7 +58,7 @@ async fn one(state: AppState, user: AuthUser, topic: &'static str, id: String) -
 
 macro_rules! list_handlers {
     ($($name:ident => $topic:literal),* $(,)?) => {$(
-        pub async fn $name(State(state): State<AppState>, user: AuthUser, Query(q): Query<HashMap<String, String>>) -> ApiResult<Json<Value>> {
+        pub async fn $name(State(state): State<AppState>, user: AuthUser, ApiQuery(q): ApiQuery<HashMap<String, String>>) -> ApiResult<Json<Value>> {
             list(state, user, $topic, q).await
         }
     )*};

@@ -13,6 +13,7 @@ use serde_json::Value;
 use tradewire_protocol::Row;
 
 use super::auth::AuthUser;
+use super::ApiJson;
 use super::{new_id, owned_row};
 use crate::app::AppState;
 use crate::db::now_ms;
@@ -58,7 +59,7 @@ fn one_of<'a>(field: &str, v: &'a str, allowed: &[&str]) -> ApiResult<&'a str> {
 
 /// `POST /v1/orders`: 201 with the new order, or 200 with the existing one when this
 /// `client_order_id` was already used (the request is then not applied again).
-pub async fn place_order(State(state): State<AppState>, user: AuthUser, Json(o): Json<NewOrder>) -> ApiResult<(StatusCode, Json<Row>)> {
+pub async fn place_order(State(state): State<AppState>, user: AuthUser, ApiJson(o): ApiJson<NewOrder>) -> ApiResult<(StatusCode, Json<Row>)> {
     let side = one_of("side", &o.side, &["buy", "sell"])?.to_owned();
     let kind = one_of("type", &o.kind, &["market", "limit", "stop", "take_profit"])?.to_owned();
     let tif = one_of("time_in_force", o.time_in_force.as_deref().unwrap_or("gtc"), &["gtc", "ioc", "fok"])?.to_owned();

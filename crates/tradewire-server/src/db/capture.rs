@@ -15,8 +15,9 @@ use super::catalog::TableInfo;
 use super::rows::json_row_expr;
 use super::{Catalog, Result};
 
-/// The statement time in milliseconds, as SQLite computes it inside a trigger.
-const NOW_MS: &str = "CAST(unixepoch('subsec') * 1000 AS INTEGER)";
+/// The statement time in milliseconds, as SQLite computes it inside a trigger (julianday
+/// works on every SQLite version, including old `sqlite3` shells writing to the file).
+const NOW_MS: &str = "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)";
 
 /// (Re)create the capture triggers of every table in the catalog, in one transaction.
 pub fn install(conn: &mut Connection, catalog: &Catalog) -> Result<()> {

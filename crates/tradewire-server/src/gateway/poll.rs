@@ -3,7 +3,7 @@
 //! `resync_required` when `since` cannot be served. Event bodies are the shared encodings,
 //! concatenated, never re-serialized.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -13,6 +13,7 @@ use tradewire_protocol::{ErrorCode, Position};
 use super::parse_query_plan;
 use super::session::Plan;
 use crate::api::auth::AuthUser;
+use crate::api::ApiQuery;
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
 
@@ -30,7 +31,7 @@ pub struct PollQuery {
     limit: Option<usize>,
 }
 
-pub async fn handler(State(state): State<AppState>, user: AuthUser, Query(q): Query<PollQuery>) -> ApiResult<Response> {
+pub async fn handler(State(state): State<AppState>, user: AuthUser, ApiQuery(q): ApiQuery<PollQuery>) -> ApiResult<Response> {
     let since: Position = q
         .since
         .as_deref()

@@ -6,7 +6,7 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -18,6 +18,7 @@ use tradewire_protocol::{From, ServerFrame};
 use super::session::{Out, Output, Plan, Session, Stop};
 use super::{parse_from, parse_query_plan};
 use crate::api::auth::bearer_token;
+use crate::api::ApiQuery;
 use crate::app::AppState;
 use crate::db::now_ms;
 use crate::error::{ApiError, ApiResult};
@@ -75,7 +76,7 @@ impl Output for SseOut {
     }
 }
 
-pub async fn handler(State(state): State<AppState>, Query(q): Query<SseQuery>, headers: HeaderMap) -> ApiResult<Response> {
+pub async fn handler(State(state): State<AppState>, ApiQuery(q): ApiQuery<SseQuery>, headers: HeaderMap) -> ApiResult<Response> {
     let token = bearer_token(&headers).map(str::to_owned).or(q.token).ok_or_else(|| ApiError::unauthorized("missing token"))?;
     let claims = state.tokens.verify(&token).map_err(|e| ApiError::unauthorized(e.to_string()))?;
     let (topics, filter) = parse_query_plan(q.topics.as_deref(), q.filter.as_deref())?;

@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use futures::{Sink, SinkExt, Stream, StreamExt};
@@ -22,6 +22,7 @@ use tradewire_protocol::{ClientFrame, CloseCode, ErrorCode, From, Limits, Server
 use super::limits::RateLimiter;
 use super::session::{Out, Output, Plan, Session, Stop};
 use crate::api::auth::bearer_token;
+use crate::api::ApiQuery;
 use crate::app::AppState;
 use crate::auth::{Claims, TokenError};
 use crate::db::now_ms;
@@ -36,7 +37,7 @@ pub struct WsQuery {
 
 pub async fn handler(
     State(state): State<AppState>,
-    Query(q): Query<WsQuery>,
+    ApiQuery(q): ApiQuery<WsQuery>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {

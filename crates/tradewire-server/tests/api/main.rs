@@ -1,0 +1,19 @@
+//! Integration tests: a real server on a real port, a real SQLite file, real clients.
+//! All in one test binary (one compile, shared helpers).
+
+// Not every test module uses every helper.
+#![allow(dead_code)]
+
+mod helpers;
+
+mod auth;
+mod bad_input;
+mod isolation;
+mod orders;
+mod polling;
+mod resume;
+mod shutdown;
+mod slow_consumer;
+mod snapshot_race;
+mod sse;
+mod writers;

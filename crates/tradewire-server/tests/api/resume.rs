@@ -1,0 +1,85 @@
+//! Durable replay: a client that was away gets exactly what it missed, then live changes.
+
+use serde_json::json;
+use tradewire_protocol::ServerFrame;
+
+use crate::helpers::{Closed, spawn_app};
+
+#[tokio::test]
+async fn reconnecting_from_a_position_replays_exactly_the_missed_changes_then_live() {
+    let app = spawn_app().await;
+    let mut ws = app.ws("alice").await;
+    let (pos, _) = ws.subscribe_snapshot("s1", json!(["*"])).await;
+    drop(ws);
+
+    app.insert_signals("alice", 500, "while away");
+    app.insert_signals("bob", 50, "not alice's");
+
+    let mut ws = app.ws("alice").await;
+    ws.send_json(json!({"op": "subscribe", "id": "s1", "topics": ["*"], "from": pos})).await;
+    assert!(matches!(ws.frame().await, ServerFrame::Subscribed { .. }));
+    for i in 1..=500 {
+        let ev = ws.event().await;
+        assert_eq!(ev.seq, pos.seq + i, "replay is contiguous and in order");
+        assert_eq!(ev.topic, "signals");
+        assert_eq!(ev.row.as_ref().unwrap()["user_id"], "u_alice");
+    }
+    // Then live.
+    app.insert_signals("alice", 1, "live");
+    let live = ws.event().await;
+    assert_eq!(live.seq, pos.seq + 501);
+    assert_eq!(live.row.unwrap()["reason"], "live");
+}
+
+#[tokio::test]
+async fn resume_works_across_a_server_restart() {
+    let mut app = spawn_app().await;
+    let mut ws = app.ws("alice").await;
+    let (pos, _) = ws.subscribe_snapshot("s1", json!(["*"])).await;
+    app.insert_signals("alice", 3, "before");
+    let mut last = pos.clone();
+    for _ in 0..3 {
+        last = ws.event().await.position();
+    }
+    app.stop().await;
+    assert_eq!(ws.expect_close().await, Closed::Code(1001), "clients are told the server is going away");
+
+    // Written while the server is down: only the database knows.
+    app.insert_signals("alice", 200, "while down");
+    app = app.restart().await;
+
+    let mut ws = app.ws("alice").await;
+    ws.send_json(json!({"op": "subscribe", "id": "s1", "topics": ["*"], "from": last})).await;
+    assert!(matches!(ws.frame().await, ServerFrame::Subscribed { .. }));
+    for i in 1..=200 {
+        let ev = ws.event().await;
+        assert_eq!(ev.seq, last.seq + i);
+        assert_eq!(ev.epoch, last.epoch, "the epoch survives a restart");
+    }
+    app.insert_signals("alice", 1, "after");
+    assert_eq!(ws.event().await.seq, last.seq + 201);
+}
+
+#[tokio::test]
+async fn a_position_that_cannot_be_served_gets_resync_required() {
+    let app = spawn_app().await;
+    app.insert_signals("alice", 10, "old");
+    let mut ws = app.ws("alice").await;
+
+    ws.send_json(json!({"op": "subscribe", "id": "a", "topics": ["*"], "from": {"epoch": "other", "seq": 3}})).await;
+    assert_eq!(ws.frame().await, ServerFrame::ResyncRequired { id: "a".into(), reason: "epoch_changed".into() });
+
+    ws.send_json(json!({"op": "subscribe", "id": "b", "topics": ["*"], "from": {"epoch": app.epoch(), "seq": 999}})).await;
+    assert_eq!(ws.frame().await, ServerFrame::ResyncRequired { id: "b".into(), reason: "position_ahead".into() });
+
+    // Prune everything past retention (as the pump would after 24 h).
+    let pruned = tradewire_server::changefeed::ChangeLog::prune_sync(&app.sql(), i64::MAX, 1_000_000).unwrap();
+    assert!(pruned >= 10);
+    ws.send_json(json!({"op": "subscribe", "id": "c", "topics": ["*"], "from": {"epoch": app.epoch(), "seq": 3}})).await;
+    assert_eq!(ws.frame().await, ServerFrame::ResyncRequired { id: "c".into(), reason: "history_expired".into() });
+
+    // At the head nothing is missing, so even a pruned log can serve it.
+    let head = app.head("alice");
+    ws.send_json(json!({"op": "subscribe", "id": "d", "topics": ["*"], "from": {"epoch": app.epoch(), "seq": head}})).await;
+    assert!(matches!(ws.frame().await, ServerFrame::Subscribed { .. }));
+}
