@@ -161,14 +161,15 @@ impl Subscriber {
             let socket = self.socket.as_mut().expect("connected above");
             let msg = match tokio::time::timeout(Duration::from_secs(35), socket.next()).await {
                 Ok(Some(Ok(m))) => m,
-                Ok(Some(Err(_)) | None) | Err(_) => return Ok(self.dropped(None)?),
+                Ok(Some(Err(_)) | None) | Err(_) => return self.dropped(None),
             };
             let text = match msg {
                 Message::Text(t) => t,
                 Message::Close(frame) => return self.dropped(frame.map(|f| u16::from(f.code))),
                 _ => continue,
             };
-            let frame: ServerFrame = serde_json::from_str(&text).map_err(|e| ClientError::Protocol(e.to_string()))?;
+            let frame: ServerFrame =
+                serde_json::from_str(&text).map_err(|e| ClientError::Protocol(e.to_string()))?;
             match frame {
                 ServerFrame::Snapshot { position, rows, .. } => {
                     self.position = Some(position.clone());
@@ -183,7 +184,8 @@ impl Subscriber {
                         filter: self.opts.filter.clone(),
                         from: Some(From::Snapshot),
                     };
-                    let text = serde_json::to_string(&sub).map_err(|e| ClientError::Protocol(e.to_string()))?;
+                    let text =
+                        serde_json::to_string(&sub).map_err(|e| ClientError::Protocol(e.to_string()))?;
                     socket.send(Message::Text(text.into())).await?;
                 }
                 ServerFrame::Event(ev) => {
@@ -206,10 +208,12 @@ impl Subscriber {
                 }
                 ServerFrame::Heartbeat { position, .. } => {
                     // A filtered subscriber advances its resume point with heartbeats.
-                    if let Some(p) = &self.position {
-                        if p.epoch == position.epoch && position.seq > p.seq && !self.sees_everything() {
-                            self.position = Some(position);
-                        }
+                    let advances = self
+                        .position
+                        .as_ref()
+                        .is_some_and(|p| p.epoch == position.epoch && position.seq > p.seq);
+                    if advances && !self.sees_everything() {
+                        self.position = Some(position);
                     }
                 }
                 ServerFrame::Error { code, message, .. } => {
@@ -221,7 +225,8 @@ impl Subscriber {
     }
 
     fn backoff(&mut self) -> Duration {
-        let d = backoff_delay(self.attempt, self.opts.backoff_base, self.opts.backoff_cap, rand::random::<f64>());
+        let d =
+            backoff_delay(self.attempt, self.opts.backoff_base, self.opts.backoff_cap, rand::random::<f64>());
         self.attempt = self.attempt.saturating_add(1);
         d
     }

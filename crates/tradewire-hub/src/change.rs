@@ -45,18 +45,7 @@ impl Change {
             row: row.as_ref(),
             old: old.as_ref(),
         });
-        Self {
-            user_id,
-            epoch,
-            seq,
-            topic,
-            op,
-            events,
-            commit_ts,
-            row,
-            old,
-            body: Bytes::from(body),
-        }
+        Self { user_id, epoch, seq, topic, op, events, commit_ts, row, old, body: Bytes::from(body) }
     }
 
     /// The encoded event without a subscription id, shared (a cheap clone of `Bytes`).

@@ -48,10 +48,7 @@ impl Filter {
                 let values = match v {
                     Value::Object(o) => match (o.len(), o.get("in")) {
                         (1, Some(Value::Array(list))) => {
-                            if list.is_empty()
-                                || list.len() > MAX_IN_VALUES
-                                || !list.iter().all(is_scalar)
-                            {
+                            if list.is_empty() || list.len() > MAX_IN_VALUES || !list.iter().all(is_scalar) {
                                 return Err(FilterError::BadInList(column.clone()));
                             }
                             list.clone()
@@ -61,10 +58,7 @@ impl Filter {
                     Value::Array(_) => return Err(FilterError::BadValue(column.clone())),
                     scalar => vec![scalar.clone()],
                 };
-                Ok(Clause {
-                    column: column.clone(),
-                    values,
-                })
+                Ok(Clause { column: column.clone(), values })
             })
             .collect::<Result<_, _>>()?;
         Ok(Self { clauses })
@@ -80,17 +74,14 @@ impl Filter {
 
     /// Each column with the values it may equal (for building SQL).
     pub fn clauses(&self) -> impl Iterator<Item = (&str, &[Value])> {
-        self.clauses
-            .iter()
-            .map(|c| (c.column.as_str(), c.values.as_slice()))
+        self.clauses.iter().map(|c| (c.column.as_str(), c.values.as_slice()))
     }
 
     /// Does `row` pass? A row without one of the filter's columns does not.
     pub fn matches(&self, row: &Row) -> bool {
-        self.clauses.iter().all(|c| {
-            row.get(&c.column)
-                .is_some_and(|v| c.values.iter().any(|want| scalar_eq(v, want)))
-        })
+        self.clauses
+            .iter()
+            .all(|c| row.get(&c.column).is_some_and(|v| c.values.iter().any(|want| scalar_eq(v, want))))
     }
 }
 
@@ -123,7 +114,9 @@ mod tests {
 
     #[test]
     fn equality_and_in_lists_are_anded() {
-        let f = Filter::parse(&row(json!({"symbol": "BTCUSDT", "status": {"in": ["new", "partially_filled"]}}))).unwrap();
+        let f =
+            Filter::parse(&row(json!({"symbol": "BTCUSDT", "status": {"in": ["new", "partially_filled"]}})))
+                .unwrap();
         assert!(f.matches(&row(json!({"symbol": "BTCUSDT", "status": "new"}))));
         assert!(f.matches(&row(json!({"symbol": "BTCUSDT", "status": "partially_filled"}))));
         assert!(!f.matches(&row(json!({"symbol": "BTCUSDT", "status": "filled"}))));

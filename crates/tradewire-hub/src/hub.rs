@@ -17,10 +17,13 @@ pub struct Hub {
 #[derive(Debug)]
 struct Inner {
     limits: QueueLimits,
-    users: RwLock<HashMap<Arc<str>, Vec<(u64, QueueSender)>>>,
+    users: RwLock<HashMap<Arc<str>, Vec<SessionEntry>>>,
     next_session: AtomicU64,
     stats: Counters,
 }
+
+/// A registered session: its id and the publishing end of its queue.
+type SessionEntry = (u64, QueueSender);
 
 #[derive(Debug, Default)]
 struct Counters {
@@ -102,11 +105,7 @@ impl Hub {
             .push((session, tx));
         self.inner.stats.sessions.fetch_add(1, Ordering::Relaxed);
         metrics::gauge!("tradewire_sessions").increment(1.0);
-        let reg = Registration {
-            hub: self.clone(),
-            user_id,
-            session,
-        };
+        let reg = Registration { hub: self.clone(), user_id, session };
         (reg, rx)
     }
 
@@ -135,10 +134,7 @@ impl Hub {
 
     /// Record a queue's peak (sessions report theirs as they end).
     pub fn record_peak(&self, bytes: usize) {
-        self.inner
-            .stats
-            .peak_queue_bytes
-            .fetch_max(bytes, Ordering::Relaxed);
+        self.inner.stats.peak_queue_bytes.fetch_max(bytes, Ordering::Relaxed);
     }
 
     pub fn stats(&self) -> HubStats {
@@ -160,7 +156,17 @@ mod tests {
     use super::*;
 
     fn change(user: &str, seq: u64) -> Arc<Change> {
-        Arc::new(Change::new(user.into(), "e1".into(), seq, "orders".into(), ChangeOp::Insert, vec![], 0, None, None))
+        Arc::new(Change::new(
+            user.into(),
+            "e1".into(),
+            seq,
+            "orders".into(),
+            ChangeOp::Insert,
+            vec![],
+            0,
+            None,
+            None,
+        ))
     }
 
     #[tokio::test]

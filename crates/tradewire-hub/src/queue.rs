@@ -20,10 +20,7 @@ pub struct QueueLimits {
 
 impl Default for QueueLimits {
     fn default() -> Self {
-        Self {
-            max_messages: 4096,
-            max_bytes: 4 << 20,
-        }
+        Self { max_messages: 4096, max_bytes: 4 << 20 }
     }
 }
 
@@ -57,13 +54,7 @@ pub fn queue(limits: QueueLimits) -> (QueueSender, QueueReceiver) {
         peak_bytes: AtomicUsize::new(0),
         overflow: CancellationToken::new(),
     });
-    (
-        QueueSender {
-            tx,
-            shared: shared.clone(),
-        },
-        QueueReceiver { rx, shared },
-    )
+    (QueueSender { tx, shared: shared.clone() }, QueueReceiver { rx, shared })
 }
 
 /// The publishing end; cheap to clone, never blocks.

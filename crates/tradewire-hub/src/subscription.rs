@@ -112,10 +112,21 @@ mod tests {
     fn topics_filters_and_positions_select_changes() {
         let mut set = SubscriptionSet::default();
         let f = Filter::parse(json!({"status": "new"}).as_object().unwrap()).unwrap();
-        set.insert(Subscription { id: "a".into(), topics: TopicSet::All, filter: Filter::default(), after: 0 });
-        set.insert(Subscription { id: "b".into(), topics: TopicSet::Only(vec!["orders".into()]), filter: f, after: 5 });
+        set.insert(Subscription {
+            id: "a".into(),
+            topics: TopicSet::All,
+            filter: Filter::default(),
+            after: 0,
+        });
+        set.insert(Subscription {
+            id: "b".into(),
+            topics: TopicSet::Only(vec!["orders".into()]),
+            filter: f,
+            after: 5,
+        });
 
-        let ids = |set: &mut SubscriptionSet, c: &Change| set.deliver(c).map(|s| s.to_string()).collect::<Vec<_>>();
+        let ids =
+            |set: &mut SubscriptionSet, c: &Change| set.deliver(c).map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(ids(&mut set, &change(3, "orders", json!({"status": "new"}), None)), ["a"]);
         assert_eq!(ids(&mut set, &change(6, "orders", json!({"status": "new"}), None)), ["a", "b"]);
         assert_eq!(ids(&mut set, &change(7, "positions", json!({"status": "new"}), None)), ["a"]);
@@ -124,7 +135,13 @@ mod tests {
             ids(&mut set, &change(8, "orders", json!({"status": "filled"}), Some(json!({"status": "new"})))),
             ["a", "b"]
         );
-        assert_eq!(ids(&mut set, &change(9, "orders", json!({"status": "filled"}), Some(json!({"status": "filled"})))), ["a"]);
+        assert_eq!(
+            ids(
+                &mut set,
+                &change(9, "orders", json!({"status": "filled"}), Some(json!({"status": "filled"})))
+            ),
+            ["a"]
+        );
         // A change at or below a subscription's position is never delivered twice.
         assert!(ids(&mut set, &change(9, "orders", json!({}), None)).is_empty());
     }

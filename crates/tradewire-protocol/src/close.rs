@@ -127,10 +127,7 @@ mod tests {
         assert_eq!(CloseCode::Unauthorized.reconnect(), Reconnect::Never);
         assert_eq!(CloseCode::Forbidden.reconnect(), Reconnect::Never);
         assert_eq!(CloseCode::SlowConsumer.reconnect(), Reconnect::Immediately);
-        assert_eq!(
-            CloseCode::TokenExpired.reconnect(),
-            Reconnect::AfterTokenRefresh
-        );
+        assert_eq!(CloseCode::TokenExpired.reconnect(), Reconnect::AfterTokenRefresh);
         assert_eq!(CloseCode::RateLimited.reconnect(), Reconnect::WithBackoff);
         assert_eq!(CloseCode::ProtocolViolation.reconnect(), Reconnect::Never);
     }

@@ -74,9 +74,10 @@ impl<'de> Deserialize<'de> for From {
             Repr::Word(w) if w == "snapshot" => Ok(From::Snapshot),
             Repr::Word(w) if w == "now" => Ok(From::Now),
             // The text form `<epoch>:<seq>` is accepted too, as in URLs.
-            Repr::Word(w) => w.parse().map(From::Position).map_err(|_| {
-                de::Error::custom("`from` is \"snapshot\", \"now\" or {\"epoch\",\"seq\"}")
-            }),
+            Repr::Word(w) => w
+                .parse()
+                .map(From::Position)
+                .map_err(|_| de::Error::custom("`from` is \"snapshot\", \"now\" or {\"epoch\",\"seq\"}")),
             Repr::Position(p) => Ok(From::Position(p)),
         }
     }
@@ -188,11 +189,7 @@ pub enum ServerFrame {
 
 impl ServerFrame {
     pub fn error(id: Option<&str>, code: ErrorCode, message: impl Into<String>) -> Self {
-        ServerFrame::Error {
-            id: id.map(str::to_owned),
-            code,
-            message: message.into(),
-        }
+        ServerFrame::Error { id: id.map(str::to_owned), code, message: message.into() }
     }
 
     /// Compact JSON text of this frame.

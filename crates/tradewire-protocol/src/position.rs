@@ -16,10 +16,7 @@ pub struct Position {
 
 impl Position {
     pub fn new(epoch: impl Into<String>, seq: u64) -> Self {
-        Self {
-            epoch: epoch.into(),
-            seq,
-        }
+        Self { epoch: epoch.into(), seq }
     }
 }
 

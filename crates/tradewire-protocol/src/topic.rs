@@ -4,17 +4,8 @@ use std::fmt;
 use std::str::FromStr;
 
 /// The built-in private topics, one per captured trading table.
-pub const PRIVATE_TOPICS: [&str; 9] = [
-    "bots",
-    "portfolios",
-    "positions",
-    "orders",
-    "fills",
-    "lifecycle",
-    "signals",
-    "risk",
-    "pnl",
-];
+pub const PRIVATE_TOPICS: [&str; 9] =
+    ["bots", "portfolios", "positions", "orders", "fills", "lifecycle", "signals", "risk", "pnl"];
 
 /// A parsed topic. Private topic names are not checked against a list here: the server
 /// knows which tables it captures (operator-configured tables add topics).
@@ -69,9 +60,7 @@ impl FromStr for Topic {
             ("trades", [sym]) => MarketTopic::Trades(sym.to_string()),
             ("book", [sym]) => MarketTopic::Book(sym.to_string()),
             ("mark", [sym]) => MarketTopic::Mark(sym.to_string()),
-            ("kline", [sym, iv]) if valid_name(iv) => {
-                MarketTopic::Kline(sym.to_string(), iv.to_string())
-            }
+            ("kline", [sym, iv]) if valid_name(iv) => MarketTopic::Kline(sym.to_string(), iv.to_string()),
             _ => return Err(err()),
         };
         if !valid_symbol(market.symbol()) {
@@ -123,13 +112,7 @@ mod tests {
     fn parses_every_kind() {
         assert_eq!("*".parse(), Ok(Topic::AllPrivate));
         assert_eq!("orders".parse(), Ok(Topic::Private("orders".into())));
-        for t in [
-            "ticker:BTCUSDT",
-            "trades:ETHUSDT",
-            "book:SOLUSDT",
-            "mark:BTCUSDT",
-            "kline:BTCUSDT:1m",
-        ] {
+        for t in ["ticker:BTCUSDT", "trades:ETHUSDT", "book:SOLUSDT", "mark:BTCUSDT", "kline:BTCUSDT:1m"] {
             let parsed: Topic = t.parse().unwrap();
             assert_eq!(parsed.to_string(), t);
         }
@@ -138,8 +121,15 @@ mod tests {
     #[test]
     fn rejects_malformed() {
         for t in [
-            "", "Orders", "ticker:", "ticker:btcusdt", "kline:BTCUSDT", "foo:BTC",
-            "orders;drop", "a:b:c:d", "ticker:BTC:1m",
+            "",
+            "Orders",
+            "ticker:",
+            "ticker:btcusdt",
+            "kline:BTCUSDT",
+            "foo:BTC",
+            "orders;drop",
+            "a:b:c:d",
+            "ticker:BTC:1m",
         ] {
             assert!(t.parse::<Topic>().is_err(), "{t:?} should be rejected");
         }

@@ -27,8 +27,8 @@ fn fixtures(kind: &str) -> Vec<(PathBuf, String)> {
 #[test]
 fn client_frames_round_trip_byte_for_byte() {
     for (path, text) in fixtures("client") {
-        let frame: ClientFrame = serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let frame: ClientFrame =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert_eq!(serde_json::to_string(&frame).unwrap(), text, "{}", path.display());
     }
 }
@@ -36,8 +36,8 @@ fn client_frames_round_trip_byte_for_byte() {
 #[test]
 fn server_frames_round_trip_byte_for_byte() {
     for (path, text) in fixtures("server") {
-        let frame: ServerFrame = serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let frame: ServerFrame =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert_eq!(frame.to_json(), text, "{}", path.display());
     }
 }
@@ -73,8 +73,7 @@ fn shared_event_encoding_matches_the_fixtures() {
 #[test]
 fn from_accepts_the_text_form_of_a_position() {
     let f: ClientFrame =
-        serde_json::from_str(r#"{"op":"subscribe","id":"a","topics":["*"],"from":"e1:7"}"#)
-            .unwrap();
+        serde_json::from_str(r#"{"op":"subscribe","id":"a","topics":["*"],"from":"e1:7"}"#).unwrap();
     let ClientFrame::Subscribe { from: Some(tradewire_protocol::From::Position(p)), .. } = f else {
         panic!("expected a position");
     };

@@ -76,12 +76,8 @@ impl Server {
         } else {
             seed::instruments(&db)?;
         }
-        let secret = load_or_create_secret(config.jwt_secret.as_ref(), &config.data_dir).map_err(|source| {
-            StartError::Secret {
-                dir: config.data_dir.display().to_string(),
-                source,
-            }
-        })?;
+        let secret = load_or_create_secret(config.jwt_secret.as_ref(), &config.data_dir)
+            .map_err(|source| StartError::Secret { dir: config.data_dir.display().to_string(), source })?;
         let state = AppState(Arc::new(Inner {
             tokens: Tokens::new(&secret, config.token_ttl_secs),
             log: ChangeLog::new(db.clone()),
@@ -120,7 +116,8 @@ impl Server {
         let addr: SocketAddr = listener.local_addr()?;
         let pump_stop = CancellationToken::new();
         let pump = {
-            let (db, hub, settings, stop) = (state.db.clone(), state.hub.clone(), state.config.pump_settings(), pump_stop.clone());
+            let (db, hub, settings, stop) =
+                (state.db.clone(), state.hub.clone(), state.config.pump_settings(), pump_stop.clone());
             let state = state.clone();
             tokio::spawn(async move {
                 state.pump_running.store(true, Ordering::Relaxed);

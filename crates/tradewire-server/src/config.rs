@@ -128,10 +128,7 @@ impl Config {
     }
 
     pub fn queue_limits(&self) -> QueueLimits {
-        QueueLimits {
-            max_messages: self.queue_max_messages,
-            max_bytes: self.queue_max_bytes,
-        }
+        QueueLimits { max_messages: self.queue_max_messages, max_bytes: self.queue_max_bytes }
     }
 
     pub fn pump_settings(&self) -> PumpSettings {
@@ -153,14 +150,12 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail closure returns figment::Error
     fn layers_override_in_order_and_unknown_keys_fail() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("tradewire.toml", "heartbeat_ms = 1000\nmax_subscriptions = 8\n")?;
             jail.set_env("TRADEWIRE_HEARTBEAT_MS", "2000");
-            let overrides = Overrides {
-                demo: Some(false),
-                ..Overrides::default()
-            };
+            let overrides = Overrides { demo: Some(false), ..Overrides::default() };
             let c = Config::load(None, &overrides).map_err(|e| e.to_string())?;
             assert_eq!(c.max_subscriptions, 8, "file over default");
             assert_eq!(c.heartbeat_ms, 2000, "env over file");

@@ -116,7 +116,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
         {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("SIGTERM handler");
             tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
         }
         #[cfg(not(unix))]
@@ -144,7 +145,13 @@ fn mint(config: &Config, username: &str, ttl: Option<i64>) -> anyhow::Result<Str
     Ok(tokens.issue(&user_id, username, ttl).0)
 }
 
-async fn tail(url: &str, token: String, topics: &str, filter: Option<&str>, from: Option<&str>) -> anyhow::Result<()> {
+async fn tail(
+    url: &str,
+    token: String,
+    topics: &str,
+    filter: Option<&str>,
+    from: Option<&str>,
+) -> anyhow::Result<()> {
     let ws_url = format!("{}/v1/ws", url.trim_end_matches('/').replacen("http", "ws", 1));
     let mut opts = Options::new(ws_url, token, topics.split(',').map(|t| t.trim().to_owned()).collect());
     opts.filter = filter.map(serde_json::from_str).transpose().context("--where is a JSON object")?;
@@ -159,7 +166,10 @@ async fn tail(url: &str, token: String, topics: &str, filter: Option<&str>, from
             }
             Update::Event(ev) => println!("{}", serde_json::to_string(&ev)?),
             Update::Disconnected { code, retry_in } => {
-                eprintln!("# disconnected ({code:?}); resuming from {:?} in {retry_in:?}", sub.position().map(ToString::to_string));
+                eprintln!(
+                    "# disconnected ({code:?}); resuming from {:?} in {retry_in:?}",
+                    sub.position().map(ToString::to_string)
+                );
             }
         }
     }

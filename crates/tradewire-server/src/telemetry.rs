@@ -24,9 +24,8 @@ pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let handle = PrometheusBuilder::new()
-                .install_recorder()
-                .expect("no other metrics recorder is installed");
+            let handle =
+                PrometheusBuilder::new().install_recorder().expect("no other metrics recorder is installed");
             describe();
             handle
         })

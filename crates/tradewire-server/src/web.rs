@@ -12,9 +12,16 @@ const TRADEWIRE_JS: &str = include_str!("../../../web/tradewire.js");
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/", get(|| async { ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], INDEX_HTML).into_response() }))
+        .route(
+            "/",
+            get(|| async {
+                ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], INDEX_HTML).into_response()
+            }),
+        )
         .route(
             "/tradewire.js",
-            get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], TRADEWIRE_JS).into_response() }),
+            get(|| async {
+                ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], TRADEWIRE_JS).into_response()
+            }),
         )
 }

@@ -37,10 +37,7 @@ impl FromRequestParts<AppState> for AuthUser {
             TokenError::Expired => ApiError::unauthorized("token expired"),
             TokenError::Invalid => ApiError::unauthorized("token invalid"),
         })?;
-        Ok(Self {
-            id: claims.sub,
-            name: claims.name,
-        })
+        Ok(Self { id: claims.sub, name: claims.name })
     }
 }
 
@@ -55,19 +52,18 @@ pub async fn login(State(state): State<AppState>, ApiJson(body): ApiJson<Login>)
     let found: Option<(String, String)> = state
         .db
         .read(move |c| {
-            Ok(c.query_row(
-                "SELECT id, password_hash FROM users WHERE username = ?1",
-                [&username],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+            Ok(c.query_row("SELECT id, password_hash FROM users WHERE username = ?1", [&username], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
             .optional()?)
         })
         .await?;
     // Hashing runs on the blocking pool: Argon2 is deliberately slow.
     let password = body.password;
-    let user = tokio::task::spawn_blocking(move || found.filter(|(_, hash)| verify_password(hash, &password)))
-        .await
-        .map_err(|_| ApiError::from(crate::db::DbError::Join))?;
+    let user =
+        tokio::task::spawn_blocking(move || found.filter(|(_, hash)| verify_password(hash, &password)))
+            .await
+            .map_err(|_| ApiError::from(crate::db::DbError::Join))?;
     let Some((user_id, _)) = user else {
         return Err(ApiError::unauthorized("unknown username or wrong password"));
     };

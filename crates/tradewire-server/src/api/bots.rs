@@ -8,8 +8,8 @@ use serde::Deserialize;
 use serde_json::Value;
 use tradewire_protocol::Row;
 
-use super::auth::AuthUser;
 use super::ApiJson;
+use super::auth::AuthUser;
 use super::{new_id, owned_row};
 use crate::app::AppState;
 use crate::db::now_ms;
@@ -52,7 +52,8 @@ fn check_config(config: &Option<Value>) -> ApiResult<String> {
 }
 
 fn check_symbol(conn: &rusqlite::Connection, symbol: &str) -> ApiResult<()> {
-    let known: bool = conn.query_row("SELECT EXISTS(SELECT 1 FROM instruments WHERE symbol = ?1)", [symbol], |r| r.get(0))?;
+    let known: bool =
+        conn.query_row("SELECT EXISTS(SELECT 1 FROM instruments WHERE symbol = ?1)", [symbol], |r| r.get(0))?;
     if known { Ok(()) } else { Err(ApiError::bad_request(format!("unknown symbol {symbol:?}"))) }
 }
 
@@ -65,7 +66,11 @@ fn check_portfolio(conn: &rusqlite::Connection, user: &str, id: &str) -> ApiResu
     if mine { Ok(()) } else { Err(ApiError::bad_request(format!("no portfolio {id:?}"))) }
 }
 
-pub async fn create(State(state): State<AppState>, user: AuthUser, ApiJson(bot): ApiJson<NewBot>) -> ApiResult<(StatusCode, Json<Row>)> {
+pub async fn create(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiJson(bot): ApiJson<NewBot>,
+) -> ApiResult<(StatusCode, Json<Row>)> {
     check_text("name", &bot.name)?;
     check_text("strategy", &bot.strategy)?;
     let config = check_config(&bot.config)?;
@@ -118,7 +123,16 @@ pub async fn update(
                      symbol = COALESCE(?5, symbol), portfolio_id = COALESCE(?6, portfolio_id),
                      config = COALESCE(?7, config), updated_at = ?8
                  WHERE id = ?1 AND user_id = ?2",
-                params![id, user.id, patch.name, patch.strategy, patch.symbol, patch.portfolio_id, config, now_ms()],
+                params![
+                    id,
+                    user.id,
+                    patch.name,
+                    patch.strategy,
+                    patch.symbol,
+                    patch.portfolio_id,
+                    config,
+                    now_ms()
+                ],
             )?;
             owned_row(tx, &catalog, "bots", &user.id, &id)
         })
@@ -126,7 +140,11 @@ pub async fn update(
     Ok(Json(row))
 }
 
-pub async fn remove(State(state): State<AppState>, user: AuthUser, Path(id): Path<String>) -> ApiResult<StatusCode> {
+pub async fn remove(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     let catalog = state.db.catalog().clone();
     state
         .db

@@ -53,9 +53,7 @@ pub(crate) fn owned_row(
     user: &str,
     id: &str,
 ) -> Result<tradewire_protocol::Row, crate::error::ApiError> {
-    let table = state_catalog
-        .topic(topic)
-        .ok_or_else(|| crate::error::ApiError::not_found(topic))?;
+    let table = state_catalog.topic(topic).ok_or_else(|| crate::error::ApiError::not_found(topic))?;
     crate::db::rows::get_row(conn, table, user, id)?
         .ok_or_else(|| crate::error::ApiError::not_found(topic.trim_end_matches('s')))
 }
@@ -75,7 +73,9 @@ where
         use axum::extract::rejection::JsonRejection;
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(Self(v)),
-            Err(JsonRejection::BytesRejection(e)) if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
+            Err(JsonRejection::BytesRejection(e))
+                if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE =>
+            {
                 Err(crate::error::ApiError::new(
                     axum::http::StatusCode::PAYLOAD_TOO_LARGE,
                     tradewire_protocol::ErrorCode::PayloadTooLarge,
@@ -97,7 +97,10 @@ where
 {
     type Rejection = crate::error::ApiError;
 
-    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|axum::extract::Query(v)| Self(v))

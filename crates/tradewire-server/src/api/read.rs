@@ -19,14 +19,22 @@ const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
 
 /// `GET /v1/<topic>?col=value&…&limit=N`: the caller's rows, newest `limit` kept.
-async fn list(state: AppState, user: AuthUser, topic: &'static str, query: HashMap<String, String>) -> ApiResult<Json<Value>> {
+async fn list(
+    state: AppState,
+    user: AuthUser,
+    topic: &'static str,
+    query: HashMap<String, String>,
+) -> ApiResult<Json<Value>> {
     let catalog = state.db.catalog().clone();
     let table = catalog.topic(topic).ok_or_else(|| ApiError::not_found(topic))?.clone();
     let mut limit = DEFAULT_LIMIT;
     let mut clauses = Row::new();
     for (k, v) in query {
         if k == "limit" {
-            limit = v.parse().ok().filter(|n| (1..=MAX_LIMIT).contains(n))
+            limit = v
+                .parse()
+                .ok()
+                .filter(|n| (1..=MAX_LIMIT).contains(n))
                 .ok_or_else(|| ApiError::bad_request(format!("`limit` is 1 to {MAX_LIMIT}")))?;
             continue;
         }

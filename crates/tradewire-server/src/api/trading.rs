@@ -12,8 +12,8 @@ use serde::Deserialize;
 use serde_json::Value;
 use tradewire_protocol::Row;
 
-use super::auth::AuthUser;
 use super::ApiJson;
+use super::auth::AuthUser;
 use super::{new_id, owned_row};
 use crate::app::AppState;
 use crate::db::now_ms;
@@ -59,10 +59,15 @@ fn one_of<'a>(field: &str, v: &'a str, allowed: &[&str]) -> ApiResult<&'a str> {
 
 /// `POST /v1/orders`: 201 with the new order, or 200 with the existing one when this
 /// `client_order_id` was already used (the request is then not applied again).
-pub async fn place_order(State(state): State<AppState>, user: AuthUser, ApiJson(o): ApiJson<NewOrder>) -> ApiResult<(StatusCode, Json<Row>)> {
+pub async fn place_order(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiJson(o): ApiJson<NewOrder>,
+) -> ApiResult<(StatusCode, Json<Row>)> {
     let side = one_of("side", &o.side, &["buy", "sell"])?.to_owned();
     let kind = one_of("type", &o.kind, &["market", "limit", "stop", "take_profit"])?.to_owned();
-    let tif = one_of("time_in_force", o.time_in_force.as_deref().unwrap_or("gtc"), &["gtc", "ioc", "fok"])?.to_owned();
+    let tif = one_of("time_in_force", o.time_in_force.as_deref().unwrap_or("gtc"), &["gtc", "ioc", "fok"])?
+        .to_owned();
     let quantity = positive("quantity", &o.quantity)?;
     let price = o.price.as_deref().map(|p| positive("price", p)).transpose()?;
     let stop_price = o.stop_price.as_deref().map(|p| positive("stop_price", p)).transpose()?;
@@ -126,7 +131,11 @@ pub async fn place_order(State(state): State<AppState>, user: AuthUser, ApiJson(
 }
 
 /// `DELETE /v1/orders/{id}`: cancel an open order.
-pub async fn cancel_order(State(state): State<AppState>, user: AuthUser, Path(id): Path<String>) -> ApiResult<Json<Row>> {
+pub async fn cancel_order(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Row>> {
     let catalog = state.db.catalog().clone();
     let row = state
         .db
@@ -147,7 +156,11 @@ pub async fn cancel_order(State(state): State<AppState>, user: AuthUser, Path(id
 }
 
 /// `POST /v1/positions/{id}/close`: close an open position at its last mark.
-pub async fn close_position(State(state): State<AppState>, user: AuthUser, Path(id): Path<String>) -> ApiResult<Json<Row>> {
+pub async fn close_position(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Row>> {
     let catalog = state.db.catalog().clone();
     let row = state
         .db

@@ -128,9 +128,8 @@ fn portfolios(old: Option<&Row>, new: Option<&Row>, out: &mut Vec<&'static str>)
         (Some(a), Some(b)) if b < a => Some("margin.released"),
         _ => None,
     };
-    let account = ["balance", "equity", "unrealized_pnl", "realized_pnl"]
-        .iter()
-        .any(|c| changed(old, new, c));
+    let account =
+        ["balance", "equity", "unrealized_pnl", "realized_pnl"].iter().any(|c| changed(old, new, c));
     out.extend(margin);
     if account || margin.is_none() && changed(old, new, "margin_available") {
         out.push("account.updated");
@@ -145,9 +144,8 @@ fn bots(old: Option<&Row>, new: Option<&Row>, out: &mut Vec<&'static str>) {
             if changed(old, new, "status") {
                 out.push("bot.status_changed");
             }
-            let config = ["name", "strategy", "symbol", "config", "portfolio_id"]
-                .iter()
-                .any(|c| changed(old, new, c));
+            let config =
+                ["name", "strategy", "symbol", "config", "portfolio_id"].iter().any(|c| changed(old, new, c));
             if config {
                 out.push("bot.config_changed");
             }
@@ -218,7 +216,10 @@ mod tests {
         assert_eq!(ev("positions", None, Some(p("open", "1"))), ["position.opened"]);
         assert_eq!(ev("positions", Some(p("open", "1")), Some(p("open", "2"))), ["position.changed"]);
         assert_eq!(ev("positions", Some(p("open", "1")), Some(p("closed", "0"))), ["position.closed"]);
-        assert_eq!(ev("positions", Some(p("open", "1")), Some(p("liquidated", "0"))), ["position.liquidated"]);
+        assert_eq!(
+            ev("positions", Some(p("open", "1")), Some(p("liquidated", "0"))),
+            ["position.liquidated"]
+        );
     }
 
     #[test]
@@ -246,7 +247,10 @@ mod tests {
     #[test]
     fn risk_reports_the_circuit_breaker() {
         let r = |cb: &str, pnl: &str| json!({"circuit_breaker": cb, "daily_pnl": pnl});
-        assert_eq!(ev("risk", Some(r("armed", "0")), Some(r("tripped", "-5"))), ["risk.circuit_breaker_changed"]);
+        assert_eq!(
+            ev("risk", Some(r("armed", "0")), Some(r("tripped", "-5"))),
+            ["risk.circuit_breaker_changed"]
+        );
         assert_eq!(ev("risk", Some(r("armed", "0")), Some(r("armed", "-5"))), ["risk.updated"]);
         assert_eq!(ev("risk", None, Some(r("armed", "0"))), ["risk.circuit_breaker_changed"]);
     }

@@ -96,17 +96,7 @@ fn to_change(epoch: &Arc<str>, r: LogRow) -> Result<Change> {
     let row = parse_json(r.row)?;
     let old = parse_json(r.old)?;
     let events = domain_events(&r.topic, old.as_ref(), row.as_ref());
-    Ok(Change::new(
-        r.user_id.into(),
-        epoch.clone(),
-        r.seq,
-        r.topic.into(),
-        op,
-        events,
-        r.commit_ts,
-        row,
-        old,
-    ))
+    Ok(Change::new(r.user_id.into(), epoch.clone(), r.seq, r.topic.into(), op, events, r.commit_ts, row, old))
 }
 
 impl ChangeLog {
@@ -163,9 +153,7 @@ impl ChangeLog {
 
     pub async fn check_from(&self, user: &str, from: &Position) -> Result<Result<u64, Resync>> {
         let (user, from, epoch) = (user.to_owned(), from.clone(), self.epoch().clone());
-        self.db
-            .read(move |c| Self::check_from_sync(c, &epoch, &user, &from))
-            .await
+        self.db.read(move |c| Self::check_from_sync(c, &epoch, &user, &from)).await
     }
 
     /// Up to `limit` of `user`'s changes with `seq > after`, in order. The caller checks
@@ -199,10 +187,8 @@ impl ChangeLog {
                 // A read transaction in WAL mode sees one consistent state of the database.
                 c.execute_batch("BEGIN DEFERRED")?;
                 let result = (|| {
-                    let mut out = SnapshotRows {
-                        head: Self::head_sync(c, &user)?,
-                        ..SnapshotRows::default()
-                    };
+                    let mut out =
+                        SnapshotRows { head: Self::head_sync(c, &user)?, ..SnapshotRows::default() };
                     for topic in topics {
                         let Some(table) = catalog.topic(&topic) else { continue };
                         let rows = scan_rows(c, table, &user, &filter, limit)?;

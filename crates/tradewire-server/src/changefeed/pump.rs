@@ -27,9 +27,11 @@ pub async fn run(db: Db, hub: Hub, settings: PumpSettings, stop: CancellationTok
     let epoch = db.epoch().clone();
     let mut cursor = {
         let conn = conn.clone();
-        tokio::task::spawn_blocking(move || ChangeLog::last_id_sync(&conn.lock().unwrap_or_else(|p| p.into_inner())))
-            .await
-            .map_err(|_| crate::db::DbError::Join)??
+        tokio::task::spawn_blocking(move || {
+            ChangeLog::last_id_sync(&conn.lock().unwrap_or_else(|p| p.into_inner()))
+        })
+        .await
+        .map_err(|_| crate::db::DbError::Join)??
     };
     tracing::info!(cursor, "pump started");
     let mut last_prune = Instant::now() - settings.prune_every;
@@ -45,7 +47,12 @@ pub async fn run(db: Db, hub: Hub, settings: PumpSettings, stop: CancellationTok
             let epoch = epoch.clone();
             let batch = settings.batch;
             let changes = tokio::task::spawn_blocking(move || {
-                ChangeLog::read_global_sync(&conn.lock().unwrap_or_else(|p| p.into_inner()), &epoch, cursor, batch)
+                ChangeLog::read_global_sync(
+                    &conn.lock().unwrap_or_else(|p| p.into_inner()),
+                    &epoch,
+                    cursor,
+                    batch,
+                )
             })
             .await
             .map_err(|_| crate::db::DbError::Join)

@@ -18,12 +18,7 @@ pub struct TableSpec {
 
 impl TableSpec {
     fn new(table: &str, topic: &str) -> Self {
-        Self {
-            table: table.into(),
-            topic: topic.into(),
-            key: "id".into(),
-            owner: "user_id".into(),
-        }
+        Self { table: table.into(), topic: topic.into(), key: "id".into(), owner: "user_id".into() }
     }
 }
 
@@ -93,10 +88,7 @@ impl Catalog {
     pub fn load(conn: &Connection, specs: &[TableSpec]) -> Result<Self> {
         let mut by_topic = BTreeMap::new();
         for spec in specs {
-            let err = |reason: String| DbError::Catalog {
-                table: spec.table.clone(),
-                reason,
-            };
+            let err = |reason: String| DbError::Catalog { table: spec.table.clone(), reason };
             for name in [&spec.table, &spec.topic, &spec.key, &spec.owner] {
                 if !is_identifier(name) {
                     return Err(err(format!("{name:?} is not a plain lower-case identifier")));
@@ -126,10 +118,7 @@ impl Catalog {
             if let Some(bad) = columns.iter().find(|c| !is_identifier(&c.name)) {
                 return Err(err(format!("column {:?} is not a plain identifier", bad.name)));
             }
-            let info = TableInfo {
-                spec: spec.clone(),
-                columns,
-            };
+            let info = TableInfo { spec: spec.clone(), columns };
             for col in [&spec.key, &spec.owner] {
                 if !info.has_column(col) {
                     return Err(err(format!("has no column {col:?}")));

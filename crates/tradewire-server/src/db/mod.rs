@@ -31,10 +31,7 @@ pub enum DbError {
     #[error("data directory {path}: {reason}")]
     DataDir { path: PathBuf, reason: String },
     #[error("migration {version}: {source}")]
-    Migration {
-        version: usize,
-        source: rusqlite::Error,
-    },
+    Migration { version: usize, source: rusqlite::Error },
     #[error("captured table {table}: {reason}")]
     Catalog { table: String, reason: String },
     #[error("database task panicked or was cancelled")]
@@ -86,8 +83,7 @@ impl Db {
         capture::install(&mut conn, &catalog)?;
         drop(conn);
 
-        let manager = SqliteConnectionManager::file(&path)
-            .with_init(|c| configure(c));
+        let manager = SqliteConnectionManager::file(&path).with_init(configure);
         let pool = r2d2::Pool::builder()
             .max_size(pool_size.max(2))
             .connection_timeout(Duration::from_secs(10))
@@ -154,9 +150,7 @@ impl Db {
         let wake = self.wake.clone();
         tokio::task::spawn_blocking(move || {
             let mut conn = pool.get().map_err(DbError::from)?;
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(DbError::from)?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(DbError::from)?;
             let out = f(&tx)?;
             tx.commit().map_err(DbError::from)?;
             wake.notify_one();
@@ -173,10 +167,7 @@ impl Db {
 }
 
 fn check_data_dir(dir: &Path) -> Result<()> {
-    let err = |reason: String| DbError::DataDir {
-        path: dir.to_owned(),
-        reason,
-    };
+    let err = |reason: String| DbError::DataDir { path: dir.to_owned(), reason };
     if !dir.exists() {
         std::fs::create_dir_all(dir).map_err(|e| err(format!("cannot create it: {e}")))?;
     }

@@ -5,8 +5,8 @@ use rusqlite::{Connection, OptionalExtension};
 use tradewire_hub::Filter;
 use tradewire_protocol::Row;
 
-use super::catalog::{Column, ColumnKind, TableInfo};
 use super::Result;
+use super::catalog::{Column, ColumnKind, TableInfo};
 
 /// `json_object('col', <prefix>"col", …)` over `columns`. `prefix` is `NEW.`, `OLD.` or ``.
 pub fn json_row_expr(columns: &[Column], prefix: &str) -> String {
@@ -37,9 +37,8 @@ pub struct Rows {
 }
 
 fn parse_row(text: &str) -> rusqlite::Result<Row> {
-    serde_json::from_str(text).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
-    })
+    serde_json::from_str(text)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
 }
 
 /// The owner's rows of `table` that pass `filter`, at most `limit`, newest kept. The filter
@@ -61,7 +60,7 @@ pub fn scan_rows(
     let mut cursor = stmt.query([owner])?;
     let mut out = Rows::default();
     while let Some(r) = cursor.next()? {
-        let row = parse_row(&r.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?.to_owned())?;
+        let row = parse_row(r.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?)?;
         if !filter.matches(&row) {
             continue;
         }
@@ -84,9 +83,6 @@ pub fn get_row(conn: &Connection, table: &TableInfo, owner: &str, key: &str) -> 
         table.spec.owner,
         table.spec.key
     );
-    let text: Option<String> = conn
-        .prepare_cached(&sql)?
-        .query_row([owner, key], |r| r.get(0))
-        .optional()?;
+    let text: Option<String> = conn.prepare_cached(&sql)?.query_row([owner, key], |r| r.get(0)).optional()?;
     Ok(text.map(|t| parse_row(&t)).transpose()?)
 }

@@ -5,10 +5,8 @@ use rusqlite::{Connection, OptionalExtension};
 use super::{DbError, Result};
 
 /// Migrations in order; `PRAGMA user_version` records how many are applied.
-const MIGRATIONS: &[&str] = &[
-    include_str!("../../migrations/0001_trading.sql"),
-    include_str!("../../migrations/0002_changelog.sql"),
-];
+const MIGRATIONS: &[&str] =
+    &[include_str!("../../migrations/0001_trading.sql"), include_str!("../../migrations/0002_changelog.sql")];
 
 /// Apply every migration not yet applied, each in its own transaction.
 pub fn migrate(conn: &mut Connection) -> Result<()> {
@@ -28,9 +26,8 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
 /// The change log's epoch, created once with the log. A new database (or a reset log) gets
 /// a new epoch, so a client's old position is answered with `resync_required`.
 pub fn epoch(conn: &Connection) -> Result<String> {
-    let existing: Option<String> = conn
-        .query_row("SELECT value FROM tw_meta WHERE key = 'epoch'", [], |r| r.get(0))
-        .optional()?;
+    let existing: Option<String> =
+        conn.query_row("SELECT value FROM tw_meta WHERE key = 'epoch'", [], |r| r.get(0)).optional()?;
     if let Some(e) = existing {
         return Ok(e);
     }

@@ -38,7 +38,12 @@ pub fn instruments(db: &Db) -> Result<()> {
 }
 
 /// Create a user with a portfolio and a risk row; returns the user id.
-pub fn create_user(conn: &Connection, username: &str, password: &str, balance: &str) -> rusqlite::Result<String> {
+pub fn create_user(
+    conn: &Connection,
+    username: &str,
+    password: &str,
+    balance: &str,
+) -> rusqlite::Result<String> {
     let now = now_ms();
     let user_id = format!("u_{username}");
     conn.execute(

@@ -9,7 +9,9 @@ use std::time::Instant;
 pub enum Verdict {
     Allow,
     /// Drop the frame; `first` is true for the first rejection of a burst.
-    Reject { first: bool },
+    Reject {
+        first: bool,
+    },
     Close,
 }
 
@@ -25,13 +27,7 @@ pub struct RateLimiter {
 impl RateLimiter {
     pub fn new(per_second: u32) -> Self {
         let rate = f64::from(per_second.max(1));
-        Self {
-            rate,
-            capacity: rate * 2.0,
-            tokens: rate * 2.0,
-            last: Instant::now(),
-            rejected_in_row: 0,
-        }
+        Self { rate, capacity: rate * 2.0, tokens: rate * 2.0, last: Instant::now(), rejected_in_row: 0 }
     }
 
     pub fn check(&mut self) -> Verdict {
@@ -51,9 +47,7 @@ impl RateLimiter {
         if f64::from(self.rejected_in_row) > self.rate {
             Verdict::Close
         } else {
-            Verdict::Reject {
-                first: self.rejected_in_row == 1,
-            }
+            Verdict::Reject { first: self.rejected_in_row == 1 }
         }
     }
 }

@@ -16,7 +16,10 @@ use tradewire_protocol::{From, Row};
 use crate::error::ApiError;
 
 /// Parse the `topics` (comma-separated) and `where` (JSON object) query parameters.
-pub fn parse_query_plan(topics: Option<&str>, filter: Option<&str>) -> Result<(Vec<String>, Option<Row>), ApiError> {
+pub fn parse_query_plan(
+    topics: Option<&str>,
+    filter: Option<&str>,
+) -> Result<(Vec<String>, Option<Row>), ApiError> {
     let topics: Vec<String> = topics
         .unwrap_or("*")
         .split(',')

@@ -12,8 +12,8 @@ use tradewire_protocol::{ErrorCode, Position};
 
 use super::parse_query_plan;
 use super::session::Plan;
-use crate::api::auth::AuthUser;
 use crate::api::ApiQuery;
+use crate::api::auth::AuthUser;
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
 
@@ -31,11 +31,17 @@ pub struct PollQuery {
     limit: Option<usize>,
 }
 
-pub async fn handler(State(state): State<AppState>, user: AuthUser, ApiQuery(q): ApiQuery<PollQuery>) -> ApiResult<Response> {
+pub async fn handler(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiQuery(q): ApiQuery<PollQuery>,
+) -> ApiResult<Response> {
     let since: Position = q
         .since
         .as_deref()
-        .ok_or_else(|| ApiError::bad_request("`since=<epoch>:<seq>` is required (use <epoch>:0 for the start)"))?
+        .ok_or_else(|| {
+            ApiError::bad_request("`since=<epoch>:<seq>` is required (use <epoch>:0 for the start)")
+        })?
         .parse()
         .map_err(|_| ApiError::bad_request("`since` is <epoch>:<seq>"))?;
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
@@ -52,16 +58,15 @@ pub async fn handler(State(state): State<AppState>, user: AuthUser, ApiQuery(q):
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 ErrorCode::ResyncRequired,
-                format!("position {since} cannot be served ({}); subscribe again with a snapshot", reason.reason()),
+                format!(
+                    "position {since} cannot be served ({}); subscribe again with a snapshot",
+                    reason.reason()
+                ),
             ));
         }
     };
-    let mut sub = Subscription {
-        id: "poll".into(),
-        topics: plan.topics,
-        filter: plan.filter,
-        after: since.seq,
-    };
+    let mut sub =
+        Subscription { id: "poll".into(), topics: plan.topics, filter: plan.filter, after: since.seq };
     let mut body = Vec::with_capacity(4096);
     body.extend_from_slice(b"{\"events\":[");
     let mut count = 0;

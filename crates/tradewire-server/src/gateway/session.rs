@@ -9,7 +9,9 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use tradewire_hub::{Change, Filter, FilterError, QueueReceiver, Registration, Subscription, SubscriptionSet, TopicSet};
+use tradewire_hub::{
+    Change, Filter, FilterError, QueueReceiver, Registration, Subscription, SubscriptionSet, TopicSet,
+};
 use tradewire_protocol::{ErrorCode, From, Position, Row, ServerFrame, Topic};
 
 use crate::app::AppState;
@@ -19,8 +21,10 @@ use crate::db::{Catalog, DbError};
 /// Replay reads the log in batches of this many changes.
 const REPLAY_BATCH: usize = 1000;
 
-/// What a session hands its transport.
+/// What a session hands its transport. Lives for one call, so the size of a control
+/// frame does not matter.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum Out<'a> {
     Frame(ServerFrame),
     Event { sub: &'a str, change: &'a Arc<Change> },
@@ -51,10 +55,7 @@ pub struct Rejection {
 
 impl Rejection {
     fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-        }
+        Self { code, message: message.into() }
     }
 
     pub fn frame(self, id: Option<&str>) -> ServerFrame {
@@ -97,7 +98,11 @@ impl Plan {
                     let known: Vec<&str> = catalog.topics().collect();
                     return Err(Rejection::new(
                         ErrorCode::InvalidTopic,
-                        format!("unknown topic {:?}; private topics are {} or \"*\"", t.chars().take(80).collect::<String>(), known.join(", ")),
+                        format!(
+                            "unknown topic {:?}; private topics are {} or \"*\"",
+                            t.chars().take(80).collect::<String>(),
+                            known.join(", ")
+                        ),
                     ));
                 }
             }
@@ -107,7 +112,9 @@ impl Plan {
         }
         let filter = match filter {
             None => Filter::default(),
-            Some(map) => Filter::parse(map).map_err(|e| Rejection::new(ErrorCode::InvalidFilter, e.to_string()))?,
+            Some(map) => {
+                Filter::parse(map).map_err(|e| Rejection::new(ErrorCode::InvalidFilter, e.to_string()))?
+            }
         };
         // A column must exist in at least one of the topics; rows of topics without it
         // never match.
@@ -146,14 +153,7 @@ impl Session {
     pub async fn open(state: AppState, user_id: &str) -> Result<Self, DbError> {
         let (registration, rx) = state.hub.register(user_id);
         let head = state.log.head(user_id).await?;
-        Ok(Self {
-            state,
-            user_id: user_id.into(),
-            rx,
-            registration,
-            subs: SubscriptionSet::default(),
-            head,
-        })
+        Ok(Self { state, user_id: user_id.into(), rx, registration, subs: SubscriptionSet::default(), head })
     }
 
     pub fn id(&self) -> u64 {
@@ -188,7 +188,10 @@ impl Session {
     ) -> Result<Result<(), Rejection>, Stop> {
         let limits = &self.state.config;
         if id.is_empty() || id.len() > 64 {
-            return Ok(Err(Rejection::new(ErrorCode::BadRequest, "a subscription id has 1 to 64 characters")));
+            return Ok(Err(Rejection::new(
+                ErrorCode::BadRequest,
+                "a subscription id has 1 to 64 characters",
+            )));
         }
         if !self.subs.contains(id) && self.subs.len() >= limits.max_subscriptions {
             return Ok(Err(Rejection::new(
@@ -204,10 +207,7 @@ impl Session {
         };
         // A subscription being replaced stops now, so nothing is delivered twice under its id.
         self.subs.remove(id);
-        let subscribed = ServerFrame::Subscribed {
-            id: id.to_owned(),
-            topics: plan.names.clone(),
-        };
+        let subscribed = ServerFrame::Subscribed { id: id.to_owned(), topics: plan.names.clone() };
         let log = self.state.log.clone();
         match from {
             From::Now => {
@@ -216,7 +216,12 @@ impl Session {
             }
             From::Snapshot => {
                 let snap = log
-                    .snapshot(&self.user_id, plan.names.clone(), plan.filter.clone(), limits.snapshot_max_rows)
+                    .snapshot(
+                        &self.user_id,
+                        plan.names.clone(),
+                        plan.filter.clone(),
+                        limits.snapshot_max_rows,
+                    )
                     .await
                     .map_err(db_failed)?;
                 sub.after = snap.head;
@@ -243,10 +248,8 @@ impl Session {
                 out.send(Out::Frame(subscribed)).await?;
                 sub.after = pos.seq;
                 loop {
-                    let batch = log
-                        .read_after(&self.user_id, sub.after, REPLAY_BATCH)
-                        .await
-                        .map_err(db_failed)?;
+                    let batch =
+                        log.read_after(&self.user_id, sub.after, REPLAY_BATCH).await.map_err(db_failed)?;
                     if batch.first().is_some_and(|c| c.seq != sub.after + 1) {
                         // Pruned while we replayed: never skip silently.
                         out.send(resync(Resync::HistoryExpired)).await?;

@@ -17,8 +17,8 @@ use tradewire_protocol::{From, ServerFrame};
 
 use super::session::{Out, Output, Plan, Session, Stop};
 use super::{parse_from, parse_query_plan};
-use crate::api::auth::bearer_token;
 use crate::api::ApiQuery;
+use crate::api::auth::bearer_token;
 use crate::app::AppState;
 use crate::db::now_ms;
 use crate::error::{ApiError, ApiResult};
@@ -76,8 +76,15 @@ impl Output for SseOut {
     }
 }
 
-pub async fn handler(State(state): State<AppState>, ApiQuery(q): ApiQuery<SseQuery>, headers: HeaderMap) -> ApiResult<Response> {
-    let token = bearer_token(&headers).map(str::to_owned).or(q.token).ok_or_else(|| ApiError::unauthorized("missing token"))?;
+pub async fn handler(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<SseQuery>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let token = bearer_token(&headers)
+        .map(str::to_owned)
+        .or(q.token)
+        .ok_or_else(|| ApiError::unauthorized("missing token"))?;
     let claims = state.tokens.verify(&token).map_err(|e| ApiError::unauthorized(e.to_string()))?;
     let (topics, filter) = parse_query_plan(q.topics.as_deref(), q.filter.as_deref())?;
     let plan = Plan::new(state.db.catalog(), &topics, filter.as_ref())
@@ -91,7 +98,11 @@ pub async fn handler(State(state): State<AppState>, ApiQuery(q): ApiQuery<SseQue
     let (tx, rx) = mpsc::channel::<Event>(256);
     let span = tracing::info_span!("sse", user = %claims.name, session = session.id());
     state.tracker.spawn(stream(state.clone(), session, plan, from, SseOut { tx }).instrument(span));
-    let events = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx)) });
+    let events =
+        futures::stream::unfold(
+            rx,
+            |mut rx| async move { rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx)) },
+        );
     let keep_alive = KeepAlive::new().interval(state.config.heartbeat());
     Ok(Sse::new(events).keep_alive(keep_alive).into_response())
 }
@@ -107,7 +118,11 @@ async fn stream(state: AppState, mut session: Session, plan: Plan, from: From, m
     if let Some(code) = code {
         // Tell the client why the stream ends; it resumes with Last-Event-ID.
         let data = serde_json::json!({"op": "close", "code": code}).to_string();
-        let _ = tokio::time::timeout(Duration::from_secs(1), out.push(Event::default().event("close").data(data))).await;
+        let _ = tokio::time::timeout(
+            Duration::from_secs(1),
+            out.push(Event::default().event("close").data(data)),
+        )
+        .await;
     }
     metrics::gauge!("tradewire_connections", "transport" => "sse").decrement(1.0);
 }
@@ -135,7 +150,10 @@ async fn serve(state: &AppState, session: &mut Session, plan: Plan, from: From, 
         // resync_required was sent: the stream has nothing more to say.
         return Stop::Gone;
     }
-    let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + state.config.heartbeat(), state.config.heartbeat());
+    let mut heartbeat = tokio::time::interval_at(
+        tokio::time::Instant::now() + state.config.heartbeat(),
+        state.config.heartbeat(),
+    );
     loop {
         let step = tokio::select! {
             biased;

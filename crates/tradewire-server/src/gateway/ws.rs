@@ -7,8 +7,8 @@
 use std::pin::Pin;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use futures::{Sink, SinkExt, Stream, StreamExt};
@@ -21,8 +21,8 @@ use tradewire_protocol::{ClientFrame, CloseCode, ErrorCode, From, Limits, Server
 
 use super::limits::RateLimiter;
 use super::session::{Out, Output, Plan, Session, Stop};
-use crate::api::auth::bearer_token;
 use crate::api::ApiQuery;
+use crate::api::auth::bearer_token;
 use crate::app::AppState;
 use crate::auth::{Claims, TokenError};
 use crate::db::now_ms;
@@ -44,13 +44,11 @@ pub async fn handler(
     let token = bearer_token(&headers).map(str::to_owned).or(q.token);
     let max = state.config.max_frame_bytes;
     let tracker = state.tracker.clone();
-    ws.max_message_size(max)
-        .max_frame_size(max)
-        .on_upgrade(move |socket: WebSocket| {
-            let span = tracing::info_span!("ws", user = tracing::field::Empty, session = tracing::field::Empty);
-            let (sink, stream) = socket.split();
-            tracker.track_future(connection(state, sink, stream, token).instrument(span))
-        })
+    ws.max_message_size(max).max_frame_size(max).on_upgrade(move |socket: WebSocket| {
+        let span = tracing::info_span!("ws", user = tracing::field::Empty, session = tracing::field::Empty);
+        let (sink, stream) = socket.split();
+        tracker.track_future(connection(state, sink, stream, token).instrument(span))
+    })
 }
 
 /// Why a frame from the client could not be used.
@@ -74,7 +72,11 @@ fn parse_frame(text: &str) -> Result<ClientFrame, Bad> {
         return Err(Bad::Request(
             id,
             ErrorCode::UnknownOp,
-            format!("unknown op {:?}; ops are {}", op.chars().take(32).collect::<String>(), ClientFrame::OPS.join(", ")),
+            format!(
+                "unknown op {:?}; ops are {}",
+                op.chars().take(32).collect::<String>(),
+                ClientFrame::OPS.join(", ")
+            ),
         ));
     }
     serde_json::from_value(value).map_err(|e| Bad::Request(id, ErrorCode::BadRequest, e.to_string()))
@@ -107,10 +109,7 @@ where
     async fn close(mut self, code: CloseCode) {
         metrics::counter!("tradewire_disconnects_total", "code" => code.code().to_string()).increment(1);
         tracing::debug!(code = code.code(), "closing");
-        let frame = CloseFrame {
-            code: code.code(),
-            reason: Utf8Bytes::from_static(code.reason()),
-        };
+        let frame = CloseFrame { code: code.code(), reason: Utf8Bytes::from_static(code.reason()) };
         let _ = tokio::time::timeout(CLOSE_GRACE, async {
             let _ = self.sink.send(Message::Close(Some(frame))).await;
             let _ = self.sink.close().await;

@@ -136,7 +136,11 @@ impl TestApp {
     /// The head of a user's stream, read from the database.
     pub fn head(&self, name: &str) -> u64 {
         self.sql()
-            .query_row("SELECT COALESCE((SELECT seq FROM tw_user_seq WHERE user_id = ?1), 0)", [Self::user_id(name)], |r| r.get(0))
+            .query_row(
+                "SELECT COALESCE((SELECT seq FROM tw_user_seq WHERE user_id = ?1), 0)",
+                [Self::user_id(name)],
+                |r| r.get(0),
+            )
             .unwrap()
     }
 
@@ -284,7 +288,9 @@ impl Ws {
                 .expect("connection open")
                 .expect("no read error");
             match msg {
-                Message::Text(t) => return serde_json::from_str(&t).unwrap_or_else(|e| panic!("bad frame {t}: {e}")),
+                Message::Text(t) => {
+                    return serde_json::from_str(&t).unwrap_or_else(|e| panic!("bad frame {t}: {e}"));
+                }
                 Message::Close(f) => panic!("closed while waiting for a frame: {f:?}"),
                 _ => continue,
             }
@@ -299,7 +305,11 @@ impl Ws {
     }
 
     /// Subscribe and return the snapshot (for `from: snapshot`).
-    pub async fn subscribe_snapshot(&mut self, id: &str, topics: Value) -> (Position, BTreeMap<String, Vec<tradewire_protocol::Row>>) {
+    pub async fn subscribe_snapshot(
+        &mut self,
+        id: &str,
+        topics: Value,
+    ) -> (Position, BTreeMap<String, Vec<tradewire_protocol::Row>>) {
         self.send_json(json!({"op": "subscribe", "id": id, "topics": topics, "from": "snapshot"})).await;
         assert!(matches!(self.frame().await, ServerFrame::Subscribed { .. }));
         match self.frame().await {
@@ -312,7 +322,8 @@ impl Ws {
     pub async fn drain_until_close(&mut self) -> (Vec<EventFrame>, Closed) {
         let mut events = Vec::new();
         loop {
-            match tokio::time::timeout(DEADLINE, self.socket.next()).await.expect("close within the deadline") {
+            match tokio::time::timeout(DEADLINE, self.socket.next()).await.expect("close within the deadline")
+            {
                 Some(Ok(Message::Text(t))) => {
                     if let Ok(ServerFrame::Event(e)) = serde_json::from_str(&t) {
                         events.push(e);

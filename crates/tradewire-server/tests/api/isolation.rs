@@ -42,7 +42,8 @@ async fn alice_never_receives_bobs_rows_over_websocket_whatever_she_asks_for() {
     write_everything(&app, "bob", "b0");
     write_everything(&app, "alice", "a0");
 
-    let topics = ["*", "bots", "portfolios", "positions", "orders", "fills", "lifecycle", "signals", "risk", "pnl"];
+    let topics =
+        ["*", "bots", "portfolios", "positions", "orders", "fills", "lifecycle", "signals", "risk", "pnl"];
     let filters = [
         None,
         Some(json!({"user_id": "u_bob"})),
@@ -54,7 +55,8 @@ async fn alice_never_receives_bobs_rows_over_websocket_whatever_she_asks_for() {
     for (i, topic) in topics.iter().enumerate() {
         for (j, filter) in filters.iter().enumerate() {
             let mut ws = app.ws("alice").await;
-            let mut sub = json!({"op": "subscribe", "id": format!("s{i}_{j}"), "topics": [topic], "from": "snapshot"});
+            let mut sub =
+                json!({"op": "subscribe", "id": format!("s{i}_{j}"), "topics": [topic], "from": "snapshot"});
             if let Some(f) = filter {
                 sub["where"] = f.clone();
             }
@@ -87,7 +89,13 @@ async fn alice_never_receives_bobs_rows_over_websocket_whatever_she_asks_for() {
         loop {
             match ws.any_frame().await {
                 ServerFrame::Event(ev) => {
-                    assert_alice_only(ev.row.clone().map(Value::Object).into_iter().chain(ev.old.clone().map(Value::Object)));
+                    assert_alice_only(
+                        ev.row
+                            .clone()
+                            .map(Value::Object)
+                            .into_iter()
+                            .chain(ev.old.clone().map(Value::Object)),
+                    );
                     if ev.seq >= fence_seq {
                         break;
                     }

@@ -66,20 +66,42 @@ async fn a_position_that_cannot_be_served_gets_resync_required() {
     app.insert_signals("alice", 10, "old");
     let mut ws = app.ws("alice").await;
 
-    ws.send_json(json!({"op": "subscribe", "id": "a", "topics": ["*"], "from": {"epoch": "other", "seq": 3}})).await;
-    assert_eq!(ws.frame().await, ServerFrame::ResyncRequired { id: "a".into(), reason: "epoch_changed".into() });
+    ws.send_json(
+        json!({"op": "subscribe", "id": "a", "topics": ["*"], "from": {"epoch": "other", "seq": 3}}),
+    )
+    .await;
+    assert_eq!(
+        ws.frame().await,
+        ServerFrame::ResyncRequired { id: "a".into(), reason: "epoch_changed".into() }
+    );
 
-    ws.send_json(json!({"op": "subscribe", "id": "b", "topics": ["*"], "from": {"epoch": app.epoch(), "seq": 999}})).await;
-    assert_eq!(ws.frame().await, ServerFrame::ResyncRequired { id: "b".into(), reason: "position_ahead".into() });
+    ws.send_json(
+        json!({"op": "subscribe", "id": "b", "topics": ["*"], "from": {"epoch": app.epoch(), "seq": 999}}),
+    )
+    .await;
+    assert_eq!(
+        ws.frame().await,
+        ServerFrame::ResyncRequired { id: "b".into(), reason: "position_ahead".into() }
+    );
 
     // Prune everything past retention (as the pump would after 24 h).
-    let pruned = tradewire_server::changefeed::ChangeLog::prune_sync(&app.sql(), i64::MAX, 1_000_000).unwrap();
+    let pruned =
+        tradewire_server::changefeed::ChangeLog::prune_sync(&app.sql(), i64::MAX, 1_000_000).unwrap();
     assert!(pruned >= 10);
-    ws.send_json(json!({"op": "subscribe", "id": "c", "topics": ["*"], "from": {"epoch": app.epoch(), "seq": 3}})).await;
-    assert_eq!(ws.frame().await, ServerFrame::ResyncRequired { id: "c".into(), reason: "history_expired".into() });
+    ws.send_json(
+        json!({"op": "subscribe", "id": "c", "topics": ["*"], "from": {"epoch": app.epoch(), "seq": 3}}),
+    )
+    .await;
+    assert_eq!(
+        ws.frame().await,
+        ServerFrame::ResyncRequired { id: "c".into(), reason: "history_expired".into() }
+    );
 
     // At the head nothing is missing, so even a pruned log can serve it.
     let head = app.head("alice");
-    ws.send_json(json!({"op": "subscribe", "id": "d", "topics": ["*"], "from": {"epoch": app.epoch(), "seq": head}})).await;
+    ws.send_json(
+        json!({"op": "subscribe", "id": "d", "topics": ["*"], "from": {"epoch": app.epoch(), "seq": head}}),
+    )
+    .await;
     assert!(matches!(ws.frame().await, ServerFrame::Subscribed { .. }));
 }

@@ -23,7 +23,7 @@ fn writer(app_db: std::path::PathBuf, stop: Arc<AtomicBool>) -> u64 {
         i += 1;
         let id = format!("ord_{}", i % 40);
         // Cycle: insert if absent, else update, and every 7th round delete.
-        let sql = if i % 7 == 0 {
+        let sql = if i.is_multiple_of(7) {
             format!("DELETE FROM orders WHERE id = '{id}'")
         } else {
             format!(
@@ -105,8 +105,16 @@ async fn snapshots_taken_during_a_write_storm_converge_on_the_database() {
         while last < head {
             match ws.any_frame().await {
                 ServerFrame::Event(ev) => {
-                    assert!(ev.seq > last, "client {i}: seq {} after {last} (duplicate or out of order)", ev.seq);
-                    assert_eq!(ev.seq, last + 1, "client {i}: every change of alice is an order, so seq is contiguous");
+                    assert!(
+                        ev.seq > last,
+                        "client {i}: seq {} after {last} (duplicate or out of order)",
+                        ev.seq
+                    );
+                    assert_eq!(
+                        ev.seq,
+                        last + 1,
+                        "client {i}: every change of alice is an order, so seq is contiguous"
+                    );
                     last = ev.seq;
                     apply(&mut state, &ev);
                 }

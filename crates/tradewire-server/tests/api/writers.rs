@@ -37,7 +37,10 @@ async fn a_commit_by_another_process_is_pushed_and_a_rollback_is_not() {
     let r = app.place_order("alice", "c1").await;
     assert_eq!(r.status(), 201);
     let ev = ws.event().await;
-    assert_eq!((ev.seq, ev.topic.as_str(), ev.events.as_slice()), (pos.seq + 2, "orders", &["order.accepted".to_owned()][..]));
+    assert_eq!(
+        (ev.seq, ev.topic.as_str(), ev.events.as_slice()),
+        (pos.seq + 2, "orders", &["order.accepted".to_owned()][..])
+    );
     assert_eq!(app.head("alice"), pos.seq + 2);
 }
 
