@@ -12,6 +12,7 @@ mod close;
 mod error;
 mod frames;
 mod position;
+mod token;
 mod topic;
 
 pub use close::{CloseCode, Reconnect, backoff_delay};
@@ -21,6 +22,7 @@ pub use frames::{
     encode_event_body, insert_subscription_id,
 };
 pub use position::{ParsePositionError, Position};
+pub use token::TokenClaims;
 pub use topic::{MarketTopic, PRIVATE_TOPICS, Topic, TopicError};
 
 /// The protocol version this crate implements.

@@ -7,27 +7,11 @@ use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Serialize};
 
 use crate::db::now_ms;
 
-/// What a token says.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Claims {
-    /// The user id.
-    pub sub: String,
-    /// The username, for logs and display.
-    pub name: String,
-    /// Expiry, seconds since the Unix epoch.
-    pub exp: i64,
-    pub iat: i64,
-}
-
-impl Claims {
-    pub fn expires_at_ms(&self) -> i64 {
-        self.exp.saturating_mul(1000)
-    }
-}
+/// What a token says (the claims are part of the protocol crate).
+pub use tradewire_protocol::TokenClaims as Claims;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
@@ -82,12 +66,18 @@ impl Tokens {
     }
 
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
-        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map(|d| d.claims).map_err(
-            |e| match e.kind() {
+        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map(|d| d.claims)
+            .map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
                 _ => TokenError::Invalid,
-            },
-        )
+            })?;
+        // The library compares whole seconds (`exp < now`); a token is refused from the
+        // millisecond of its `exp` on, the moment a WebSocket using it is closed with 4009.
+        if claims.expires_at_ms() <= now_ms() {
+            return Err(TokenError::Expired);
+        }
+        Ok(claims)
     }
 }
 

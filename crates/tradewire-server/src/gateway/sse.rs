@@ -50,7 +50,6 @@ fn frame_event(frame: &ServerFrame) -> Event {
     let name = match frame {
         ServerFrame::Snapshot { .. } => "snapshot",
         ServerFrame::ResyncRequired { .. } => "resync_required",
-        ServerFrame::Subscribed { .. } => "subscribed",
         ServerFrame::Heartbeat { .. } => "heartbeat",
         ServerFrame::Error { .. } => "error",
         _ => "message",
@@ -61,6 +60,8 @@ fn frame_event(frame: &ServerFrame) -> Event {
 impl Output for SseOut {
     async fn send(&mut self, out: Out<'_>) -> Result<(), Stop> {
         let event = match out {
+            // SSE has no `subscribed`: the stream itself is the subscription.
+            Out::Frame(ServerFrame::Subscribed { .. }) => return Ok(()),
             Out::Frame(frame) => frame_event(&frame),
             Out::Event { change, .. } => {
                 metrics::counter!("tradewire_events_delivered_total").increment(1);

@@ -191,6 +191,17 @@ where
     };
     if code != CloseCode::Normal {
         out.close(code).await;
+        // Read on (and discard) until the client answers the close or the grace ends:
+        // closing the socket with its frames unread would reset the connection and throw
+        // away the close frame (and whatever came before it) on the client's side.
+        let _ = tokio::time::timeout(CLOSE_GRACE, async {
+            while let Some(Ok(msg)) = stream.next().await {
+                if matches!(msg, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
     }
     metrics::gauge!("tradewire_connections", "transport" => "ws").decrement(1.0);
 }

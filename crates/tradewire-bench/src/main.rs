@@ -1,0 +1,263 @@
+//! `tradewire-bench`: drives a running Tradewire server over loopback and measures it.
+//!
+//! It writes through the database file like any other writer (so the capture pipeline is
+//! what is measured), mints tokens from the server's secret, and talks to the server only
+//! over its public protocol. Each scenario prints a human table and one JSON summary line.
+//!
+//! Scenarios:
+//! - `latency`: N clients, a writer committing R changes/s; commit-to-client latency.
+//! - `idle`: N idle WebSocket connections; the server's resident memory per connection.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use futures::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tradewire_protocol::{ServerFrame, TokenClaims};
+
+#[derive(Debug, Parser)]
+#[command(name = "tradewire-bench")]
+struct Cli {
+    /// Server base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080", global = true)]
+    url: String,
+    /// The server's data directory (database file and jwt.secret).
+    #[arg(long, default_value = "./data", global = true)]
+    data_dir: PathBuf,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Debug, Subcommand)]
+enum Scenario {
+    /// Commit-to-client latency with N subscribed clients and a steady write rate.
+    Latency {
+        #[arg(long, default_value_t = 1000)]
+        clients: usize,
+        /// Changes committed per second (spread over the clients' users).
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+    },
+    /// Server memory with N idle WebSocket connections.
+    Idle {
+        #[arg(long, default_value_t = 1000)]
+        clients: usize,
+        /// The server's process id (to read its resident memory).
+        #[arg(long)]
+        pid: u32,
+        /// How long to hold the connections before measuring.
+        #[arg(long, default_value_t = 5)]
+        hold_seconds: u64,
+    },
+}
+
+fn now_micros() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or_default()
+}
+
+/// Bench users `u_bench_<i>`, created directly in the database (they log in with tokens
+/// minted from the secret, so they need no password).
+fn ensure_users(db: &rusqlite::Connection, n: usize) -> anyhow::Result<()> {
+    let tx = db.unchecked_transaction()?;
+    for i in 0..n {
+        tx.execute(
+            "INSERT INTO users(id, username, password_hash, created_at)
+             SELECT ?1, ?2, '!', 0 WHERE NOT EXISTS (SELECT 1 FROM users WHERE id = ?1)",
+            rusqlite::params![format!("u_bench_{i}"), format!("bench_{i}")],
+        )?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn mint(secret: &[u8], i: usize) -> anyhow::Result<String> {
+    let iat = (now_micros() / 1_000_000) as i64;
+    let claims =
+        TokenClaims { sub: format!("u_bench_{i}"), name: format!("bench_{i}"), exp: iat + 6 * 3600, iat };
+    Ok(jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret),
+    )?)
+}
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(ws_url: &str, token: &str, topics: serde_json::Value) -> anyhow::Result<Socket> {
+    let mut req = ws_url.into_client_request()?;
+    req.headers_mut().insert("authorization", format!("Bearer {token}").parse()?);
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await?;
+    ws.send(Message::Text(
+        json!({"op": "subscribe", "id": "b", "topics": topics, "from": "now"}).to_string().into(),
+    ))
+    .await?;
+    // welcome, subscribed
+    for _ in 0..2 {
+        match ws.next().await {
+            Some(Ok(Message::Text(_))) => {}
+            other => anyhow::bail!("unexpected answer while subscribing: {other:?}"),
+        }
+    }
+    Ok(ws)
+}
+
+fn percentiles(h: &Histogram<u64>) -> serde_json::Value {
+    let ms = |v: u64| v as f64 / 1000.0;
+    json!({
+        "count": h.len(),
+        "p50_ms": ms(h.value_at_quantile(0.50)),
+        "p90_ms": ms(h.value_at_quantile(0.90)),
+        "p99_ms": ms(h.value_at_quantile(0.99)),
+        "p99_9_ms": ms(h.value_at_quantile(0.999)),
+        "max_ms": ms(h.max()),
+    })
+}
+
+async fn latency(cli: &Cli, clients: usize, rate: u64, seconds: u64) -> anyhow::Result<()> {
+    let db_path = cli.data_dir.join("tradewire.db");
+    let secret = std::fs::read_to_string(cli.data_dir.join("jwt.secret")).context("reading jwt.secret")?;
+    let db = rusqlite::Connection::open(&db_path)?;
+    db.busy_timeout(Duration::from_secs(5))?;
+    ensure_users(&db, clients)?;
+    let ws_url = format!("{}/v1/ws", cli.url.replacen("http", "ws", 1));
+
+    let (tx, mut rx) = mpsc::unbounded_channel::<u64>();
+    let received = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for i in 0..clients {
+        let ws = connect(&ws_url, &mint(secret.trim().as_bytes(), i)?, json!(["signals"])).await?;
+        let (tx, received) = (tx.clone(), received.clone());
+        tasks.push(tokio::spawn(async move {
+            let (_, mut read) = ws.split();
+            while let Some(Ok(Message::Text(t))) = read.next().await {
+                if let Ok(ServerFrame::Event(ev)) = serde_json::from_str(&t) {
+                    let stamp = ev
+                        .row
+                        .as_ref()
+                        .and_then(|r| r["reason"].as_str())
+                        .and_then(|s| s.parse::<u64>().ok());
+                    if let Some(stamp) = stamp {
+                        received.fetch_add(1, Ordering::Relaxed);
+                        let _ = tx.send(now_micros().saturating_sub(stamp));
+                    }
+                }
+            }
+        }));
+    }
+    drop(tx);
+    eprintln!("{clients} clients connected; writing {rate} changes/s for {seconds} s");
+
+    let total = rate * seconds;
+    let writer = tokio::task::spawn_blocking(move || -> anyhow::Result<u64> {
+        let start = Instant::now();
+        let mut stmt = db.prepare(
+            "INSERT INTO signals(id, user_id, symbol, direction, confidence, reason, ts)
+             VALUES (?1, ?2, 'BTCUSDT', 'long', '0.5', ?3, 0)",
+        )?;
+        for n in 0..total {
+            // Keep the schedule: commit n is due at n / rate seconds.
+            let due = start + Duration::from_micros(n * 1_000_000 / rate);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            let user = format!("u_bench_{}", n as usize % clients);
+            stmt.execute(rusqlite::params![
+                format!("sig_bench_{}_{n}", now_micros()),
+                user,
+                now_micros().to_string()
+            ])?;
+        }
+        Ok(total)
+    });
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds + 10);
+    let written = loop {
+        tokio::select! {
+            Some(v) = rx.recv() => { hist.record(v.max(1))?; }
+            () = tokio::time::sleep_until(deadline) => break None,
+        }
+        if writer.is_finished() && received.load(Ordering::Relaxed) >= total {
+            break Some(total);
+        }
+    };
+    let written = match written {
+        Some(n) => n,
+        None => writer.await??,
+    };
+    while let Ok(v) = rx.try_recv() {
+        hist.record(v.max(1))?;
+    }
+    for t in tasks {
+        t.abort();
+    }
+    let p = percentiles(&hist);
+    println!("latency: {clients} clients, {rate} changes/s, {seconds} s");
+    println!("  written {written}, received {}", hist.len());
+    println!(
+        "  p50 {} ms | p90 {} ms | p99 {} ms | p99.9 {} ms | max {} ms",
+        p["p50_ms"], p["p90_ms"], p["p99_ms"], p["p99_9_ms"], p["max_ms"]
+    );
+    println!(
+        "{}",
+        json!({"scenario": "latency", "clients": clients, "rate": rate, "seconds": seconds,
+               "written": written, "lost": written.saturating_sub(hist.len()), "latency": p})
+    );
+    Ok(())
+}
+
+fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("VmRSS not found")
+}
+
+async fn idle(cli: &Cli, clients: usize, pid: u32, hold: u64) -> anyhow::Result<()> {
+    let secret = std::fs::read_to_string(cli.data_dir.join("jwt.secret")).context("reading jwt.secret")?;
+    let db = rusqlite::Connection::open(cli.data_dir.join("tradewire.db"))?;
+    ensure_users(&db, clients)?;
+    let ws_url = format!("{}/v1/ws", cli.url.replacen("http", "ws", 1));
+    let before = rss_kib(pid)?;
+    let mut held = Vec::with_capacity(clients);
+    for i in 0..clients {
+        held.push(connect(&ws_url, &mint(secret.trim().as_bytes(), i)?, json!(["*"])).await?);
+    }
+    // Keep reading so heartbeats flow as they would to a live client.
+    let readers: Vec<_> =
+        held.into_iter().map(|ws| tokio::spawn(async move { ws.for_each(|_| async {}).await })).collect();
+    tokio::time::sleep(Duration::from_secs(hold)).await;
+    let after = rss_kib(pid)?;
+    let per = (after.saturating_sub(before)) as f64 * 1024.0 / clients as f64;
+    println!("idle: {clients} WebSocket connections, each subscribed to \"*\"");
+    println!("  server RSS {before} KiB before, {after} KiB after: {:.0} bytes per connection", per);
+    println!(
+        "{}",
+        json!({"scenario": "idle", "clients": clients, "rss_before_kib": before, "rss_after_kib": after,
+               "bytes_per_connection": per.round()})
+    );
+    for r in readers {
+        r.abort();
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.scenario {
+        Scenario::Latency { clients, rate, seconds } => latency(&cli, clients, rate, seconds).await,
+        Scenario::Idle { clients, pid, hold_seconds } => idle(&cli, clients, pid, hold_seconds).await,
+    }
+}
