@@ -139,7 +139,8 @@ async fn latency(cli: &Cli, clients: usize, rate: u64, seconds: u64) -> anyhow::
         let (tx, received) = (tx.clone(), received.clone());
         tasks.push(tokio::spawn(async move {
             let (_, mut read) = ws.split();
-            while let Some(Ok(Message::Text(t))) = read.next().await {
+            while let Some(Ok(msg)) = read.next().await {
+                let Message::Text(t) = msg else { continue };
                 if let Ok(ServerFrame::Event(ev)) = serde_json::from_str(&t) {
                     let stamp = ev
                         .row

@@ -30,6 +30,9 @@ use crate::db::now_ms;
 /// How long a close frame may take to leave before the connection is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
+/// Initial read buffer of a connection.
+const READ_BUFFER: usize = 4 * 1024;
+
 #[derive(Debug, Deserialize)]
 pub struct WsQuery {
     token: Option<String>,
@@ -44,7 +47,11 @@ pub async fn handler(
     let token = bearer_token(&headers).map(str::to_owned).or(q.token);
     let max = state.config.max_frame_bytes;
     let tracker = state.tracker.clone();
-    ws.max_message_size(max).max_frame_size(max).on_upgrade(move |socket: WebSocket| {
+    // Buffers are sized for many idle connections: tungstenite's defaults (128 KiB each
+    // way) would cost a quarter of a megabyte per connection. Reads grow past 4 KiB when a
+    // frame needs it; writes go out as they are produced (no write-side batching buffer).
+    let ws = ws.max_message_size(max).max_frame_size(max).read_buffer_size(READ_BUFFER).write_buffer_size(0);
+    ws.on_upgrade(move |socket: WebSocket| {
         let span = tracing::info_span!("ws", user = tracing::field::Empty, session = tracing::field::Empty);
         let (sink, stream) = socket.split();
         tracker.track_future(connection(state, sink, stream, token).instrument(span))
