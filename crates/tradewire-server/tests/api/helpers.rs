@@ -186,11 +186,13 @@ impl TestApp {
         }
     }
 
-    /// Start a new server on the same data directory (a new port).
+    /// Start a new server on the same data directory and the same port.
     pub async fn restart(mut self) -> TestApp {
         self.stop().await;
         let tmp = self._tmp.take();
-        let mut app = start(self.config.clone(), self.dir.clone()).await;
+        let mut config = self.config.clone();
+        config.listen = self.addr;
+        let mut app = start(config, self.dir.clone()).await;
         app._tmp = tmp;
         app
     }

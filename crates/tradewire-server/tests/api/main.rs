@@ -8,7 +8,9 @@ mod helpers;
 
 mod auth;
 mod bad_input;
+mod client;
 mod isolation;
+mod ops;
 mod orders;
 mod polling;
 mod resume;
