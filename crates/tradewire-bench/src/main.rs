@@ -36,6 +36,12 @@ struct Cli {
     scenario: Scenario,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Writer {
+    Db,
+    Api,
+}
+
 #[derive(Debug, Subcommand)]
 enum Scenario {
     /// Commit-to-client latency with N subscribed clients and a steady write rate.
@@ -47,6 +53,11 @@ enum Scenario {
         rate: u64,
         #[arg(long, default_value_t = 20)]
         seconds: u64,
+        /// Who writes: `db` (another process's SQLite connection; the pump finds the
+        /// commit at its next poll) or `api` (REST `POST /v1/orders`; the commit wakes the
+        /// pump at once).
+        #[arg(long, value_enum, default_value_t = Writer::Db)]
+        writer: Writer,
     },
     /// Server memory with N idle WebSocket connections.
     Idle {
@@ -111,6 +122,51 @@ async fn connect(ws_url: &str, token: &str, topics: serde_json::Value) -> anyhow
     Ok(ws)
 }
 
+/// Commit `total` signals at `rate` a second through a SQLite connection of our own.
+fn db_writer(db: &rusqlite::Connection, clients: usize, rate: u64, total: u64) -> anyhow::Result<u64> {
+    let start = Instant::now();
+    let mut stmt = db.prepare(
+        "INSERT INTO signals(id, user_id, symbol, direction, confidence, reason, ts)
+         VALUES (?1, ?2, 'BTCUSDT', 'long', '0.5', ?3, 0)",
+    )?;
+    for n in 0..total {
+        // Keep the schedule: commit n is due at n / rate seconds.
+        let due = start + Duration::from_micros(n * 1_000_000 / rate);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let user = format!("u_bench_{}", n as usize % clients);
+        stmt.execute(rusqlite::params![
+            format!("sig_bench_{}_{n}", now_micros()),
+            user,
+            now_micros().to_string()
+        ])?;
+    }
+    Ok(total)
+}
+
+/// Place `total` orders at `rate` a second through the REST API, round-robin over users.
+async fn api_writer(url: String, tokens: Vec<String>, rate: u64, total: u64) -> anyhow::Result<u64> {
+    let http = reqwest::Client::new();
+    let start = tokio::time::Instant::now();
+    let mut inflight = tokio::task::JoinSet::new();
+    for n in 0..total {
+        tokio::time::sleep_until(start + Duration::from_micros(n * 1_000_000 / rate)).await;
+        let token = tokens[n as usize % tokens.len()].clone();
+        let body = json!({"client_order_id": format!("{}-{n}", now_micros()), "symbol": "BTCUSDT",
+                          "side": "buy", "type": "limit", "price": "27000", "quantity": "0.001"});
+        let req = http.post(&url).bearer_auth(token).json(&body);
+        inflight.spawn(async move { req.send().await.map(|r| r.status().is_success()) });
+    }
+    let mut ok = 0;
+    while let Some(r) = inflight.join_next().await {
+        if matches!(r, Ok(Ok(true))) {
+            ok += 1;
+        }
+    }
+    Ok(ok)
+}
+
 fn percentiles(h: &Histogram<u64>) -> serde_json::Value {
     let ms = |v: u64| v as f64 / 1000.0;
     json!({
@@ -123,7 +179,13 @@ fn percentiles(h: &Histogram<u64>) -> serde_json::Value {
     })
 }
 
-async fn latency(cli: &Cli, clients: usize, rate: u64, seconds: u64) -> anyhow::Result<()> {
+async fn latency(
+    cli: &Cli,
+    clients: usize,
+    rate: u64,
+    seconds: u64,
+    writer_kind: Writer,
+) -> anyhow::Result<()> {
     let db_path = cli.data_dir.join("tradewire.db");
     let secret = std::fs::read_to_string(cli.data_dir.join("jwt.secret")).context("reading jwt.secret")?;
     let db = rusqlite::Connection::open(&db_path)?;
@@ -135,17 +197,21 @@ async fn latency(cli: &Cli, clients: usize, rate: u64, seconds: u64) -> anyhow::
     let received = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for i in 0..clients {
-        let ws = connect(&ws_url, &mint(secret.trim().as_bytes(), i)?, json!(["signals"])).await?;
+        let ws = connect(&ws_url, &mint(secret.trim().as_bytes(), i)?, json!(["signals", "orders"])).await?;
         let (tx, received) = (tx.clone(), received.clone());
         tasks.push(tokio::spawn(async move {
             let (_, mut read) = ws.split();
             while let Some(Ok(msg)) = read.next().await {
                 let Message::Text(t) = msg else { continue };
                 if let Ok(ServerFrame::Event(ev)) = serde_json::from_str(&t) {
+                    // The writer's timestamp: a signal's reason, or an order's client id prefix.
+                    let field = if ev.topic == "orders" { "client_order_id" } else { "reason" };
                     let stamp = ev
                         .row
                         .as_ref()
-                        .and_then(|r| r["reason"].as_str())
+                        .and_then(|r| r.get(field))
+                        .and_then(|v| v.as_str())
+                        .and_then(|s| s.split('-').next())
                         .and_then(|s| s.parse::<u64>().ok());
                     if let Some(stamp) = stamp {
                         received.fetch_add(1, Ordering::Relaxed);
@@ -159,27 +225,15 @@ async fn latency(cli: &Cli, clients: usize, rate: u64, seconds: u64) -> anyhow::
     eprintln!("{clients} clients connected; writing {rate} changes/s for {seconds} s");
 
     let total = rate * seconds;
-    let writer = tokio::task::spawn_blocking(move || -> anyhow::Result<u64> {
-        let start = Instant::now();
-        let mut stmt = db.prepare(
-            "INSERT INTO signals(id, user_id, symbol, direction, confidence, reason, ts)
-             VALUES (?1, ?2, 'BTCUSDT', 'long', '0.5', ?3, 0)",
-        )?;
-        for n in 0..total {
-            // Keep the schedule: commit n is due at n / rate seconds.
-            let due = start + Duration::from_micros(n * 1_000_000 / rate);
-            if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                std::thread::sleep(wait);
-            }
-            let user = format!("u_bench_{}", n as usize % clients);
-            stmt.execute(rusqlite::params![
-                format!("sig_bench_{}_{n}", now_micros()),
-                user,
-                now_micros().to_string()
-            ])?;
+    let writer = match writer_kind {
+        Writer::Db => tokio::task::spawn_blocking(move || db_writer(&db, clients, rate, total)),
+        Writer::Api => {
+            let tokens =
+                (0..clients).map(|i| mint(secret.trim().as_bytes(), i)).collect::<Result<Vec<_>, _>>()?;
+            let url = format!("{}/v1/orders", cli.url);
+            tokio::spawn(api_writer(url, tokens, rate, total))
         }
-        Ok(total)
-    });
+    };
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds + 10);
     let written = loop {
@@ -202,7 +256,7 @@ async fn latency(cli: &Cli, clients: usize, rate: u64, seconds: u64) -> anyhow::
         t.abort();
     }
     let p = percentiles(&hist);
-    println!("latency: {clients} clients, {rate} changes/s, {seconds} s");
+    println!("latency: {clients} clients, {rate} changes/s, {seconds} s, writer {writer_kind:?}");
     println!("  written {written}, received {}", hist.len());
     println!(
         "  p50 {} ms | p90 {} ms | p99 {} ms | p99.9 {} ms | max {} ms",
@@ -210,7 +264,7 @@ async fn latency(cli: &Cli, clients: usize, rate: u64, seconds: u64) -> anyhow::
     );
     println!(
         "{}",
-        json!({"scenario": "latency", "clients": clients, "rate": rate, "seconds": seconds,
+        json!({"scenario": "latency", "writer": format!("{writer_kind:?}").to_lowercase(), "clients": clients, "rate": rate, "seconds": seconds,
                "written": written, "lost": written.saturating_sub(hist.len()), "latency": p})
     );
     Ok(())
@@ -258,7 +312,9 @@ async fn idle(cli: &Cli, clients: usize, pid: u32, hold: u64) -> anyhow::Result<
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.scenario {
-        Scenario::Latency { clients, rate, seconds } => latency(&cli, clients, rate, seconds).await,
+        Scenario::Latency { clients, rate, seconds, writer } => {
+            latency(&cli, clients, rate, seconds, writer).await
+        }
         Scenario::Idle { clients, pid, hold_seconds } => idle(&cli, clients, pid, hold_seconds).await,
     }
 }
