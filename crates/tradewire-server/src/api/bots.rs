@@ -10,7 +10,7 @@ use tradewire_protocol::Row;
 
 use super::ApiJson;
 use super::auth::AuthUser;
-use super::{new_id, owned_row};
+use super::{change_owned_row, new_id, owned_row};
 use crate::app::AppState;
 use crate::db::now_ms;
 use crate::error::{ApiError, ApiResult};
@@ -172,29 +172,25 @@ pub async fn command(
         "stop" => "stopped",
         _ => return Err(ApiError::not_found("action")),
     };
-    let catalog = state.db.catalog().clone();
-    let row = state
-        .db
-        .write(move |tx| {
-            let bot = owned_row(tx, &catalog, "bots", &user.id, &id)?;
-            let current = bot.get("status").and_then(Value::as_str).unwrap_or_default();
-            if current == target {
-                return Ok(bot);
-            }
-            if target == "paused" && current != "running" {
-                return Err(ApiError::conflict(format!("a {current} bot cannot be paused; start it")));
-            }
-            tx.execute(
-                "UPDATE trading_bots SET status = ?3, updated_at = ?4 WHERE id = ?1 AND user_id = ?2",
-                params![id, user.id, target, now_ms()],
-            )?;
-            tx.execute(
-                "INSERT INTO lifecycle(id, user_id, entity, entity_id, event, detail, ts)
-                 VALUES (?1, ?2, 'bot', ?3, ?4, json_object('from', ?5, 'to', ?6, 'by', 'api'), ?7)",
-                params![new_id("lc"), user.id, id, format!("bot.{action}"), current, target, now_ms()],
-            )?;
-            owned_row(tx, &catalog, "bots", &user.id, &id)
-        })
-        .await?;
-    Ok(Json(row))
+    change_owned_row(&state, user, "bots", id, move |tx, bot, user_id| {
+        let current = bot.get("status").and_then(Value::as_str).unwrap_or_default();
+        if current == target {
+            return Ok(());
+        }
+        if target == "paused" && current != "running" {
+            return Err(ApiError::conflict(format!("a {current} bot cannot be paused; start it")));
+        }
+        let id = bot["id"].as_str();
+        tx.execute(
+            "UPDATE trading_bots SET status = ?3, updated_at = ?4 WHERE id = ?1 AND user_id = ?2",
+            params![id, user_id, target, now_ms()],
+        )?;
+        tx.execute(
+            "INSERT INTO lifecycle(id, user_id, entity, entity_id, event, detail, ts)
+             VALUES (?1, ?2, 'bot', ?3, ?4, json_object('from', ?5, 'to', ?6, 'by', 'api'), ?7)",
+            params![new_id("lc"), user_id, id, format!("bot.{action}"), current, target, now_ms()],
+        )?;
+        Ok(())
+    })
+    .await
 }

@@ -58,6 +58,33 @@ pub(crate) fn owned_row(
         .ok_or_else(|| crate::error::ApiError::not_found(topic.trim_end_matches('s')))
 }
 
+/// Apply `change` to one of `user`'s rows of `topic` in one write transaction, and answer
+/// with the row as it is afterwards. `change` sees the row as it was and may refuse (a
+/// conflict) or do nothing; someone else's row is "not found".
+pub(crate) async fn change_owned_row<F>(
+    state: &crate::app::AppState,
+    user: auth::AuthUser,
+    topic: &'static str,
+    id: String,
+    change: F,
+) -> crate::error::ApiResult<axum::Json<tradewire_protocol::Row>>
+where
+    F: FnOnce(&rusqlite::Transaction<'_>, &tradewire_protocol::Row, &str) -> crate::error::ApiResult<()>
+        + Send
+        + 'static,
+{
+    let catalog = state.db.catalog().clone();
+    state
+        .db
+        .write(move |tx| {
+            let before = owned_row(tx, &catalog, topic, &user.id, &id)?;
+            change(tx, &before, &user.id)?;
+            owned_row(tx, &catalog, topic, &user.id, &id)
+        })
+        .await
+        .map(axum::Json)
+}
+
 /// `Json<T>` whose rejection is our JSON error body (400 `bad_request`, or 413
 /// `payload_too_large`), not axum's plain-text one.
 pub struct ApiJson<T>(pub T);

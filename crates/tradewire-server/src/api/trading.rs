@@ -14,7 +14,7 @@ use tradewire_protocol::Row;
 
 use super::ApiJson;
 use super::auth::AuthUser;
-use super::{new_id, owned_row};
+use super::{change_owned_row, new_id, owned_row};
 use crate::app::AppState;
 use crate::db::now_ms;
 use crate::error::{ApiError, ApiResult};
@@ -136,23 +136,18 @@ pub async fn cancel_order(
     user: AuthUser,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Row>> {
-    let catalog = state.db.catalog().clone();
-    let row = state
-        .db
-        .write(move |tx| {
-            let order = owned_row(tx, &catalog, "orders", &user.id, &id)?;
-            let status = order.get("status").and_then(Value::as_str).unwrap_or_default();
-            if !matches!(status, "new" | "partially_filled" | "triggered") {
-                return Err(ApiError::conflict(format!("a {status} order cannot be canceled")));
-            }
-            tx.execute(
-                "UPDATE orders SET status = 'canceled', updated_at = ?3 WHERE id = ?1 AND user_id = ?2",
-                params![id, user.id, now_ms()],
-            )?;
-            owned_row(tx, &catalog, "orders", &user.id, &id)
-        })
-        .await?;
-    Ok(Json(row))
+    change_owned_row(&state, user, "orders", id, |tx, order, user_id| {
+        let status = order.get("status").and_then(Value::as_str).unwrap_or_default();
+        if !matches!(status, "new" | "partially_filled" | "triggered") {
+            return Err(ApiError::conflict(format!("a {status} order cannot be canceled")));
+        }
+        tx.execute(
+            "UPDATE orders SET status = 'canceled', updated_at = ?3 WHERE id = ?1 AND user_id = ?2",
+            params![order["id"].as_str(), user_id, now_ms()],
+        )?;
+        Ok(())
+    })
+    .await
 }
 
 /// `POST /v1/positions/{id}/close`: close an open position at its last mark.
@@ -161,21 +156,15 @@ pub async fn close_position(
     user: AuthUser,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Row>> {
-    let catalog = state.db.catalog().clone();
-    let row = state
-        .db
-        .write(move |tx| {
-            let pos = owned_row(tx, &catalog, "positions", &user.id, &id)?;
-            if pos.get("status").and_then(Value::as_str) != Some("open") {
-                return Err(ApiError::conflict("the position is not open"));
-            }
-            let now = now_ms();
-            tx.execute(
-                "UPDATE positions SET status = 'closed', closed_at = ?3, updated_at = ?3 WHERE id = ?1 AND user_id = ?2",
-                params![id, user.id, now],
-            )?;
-            owned_row(tx, &catalog, "positions", &user.id, &id)
-        })
-        .await?;
-    Ok(Json(row))
+    change_owned_row(&state, user, "positions", id, |tx, pos, user_id| {
+        if pos.get("status").and_then(Value::as_str) != Some("open") {
+            return Err(ApiError::conflict("the position is not open"));
+        }
+        tx.execute(
+            "UPDATE positions SET status = 'closed', closed_at = ?3, updated_at = ?3 WHERE id = ?1 AND user_id = ?2",
+            params![pos["id"].as_str(), user_id, now_ms()],
+        )?;
+        Ok(())
+    })
+    .await
 }

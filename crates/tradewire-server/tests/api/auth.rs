@@ -5,64 +5,15 @@
 
 use std::time::{Duration, Instant};
 
-use futures::{Stream, StreamExt};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::{self, Message};
+
 use tradewire_protocol::ServerFrame;
 
-use crate::helpers::{Closed, DEADLINE, TestApp, Ws, spawn_app};
-
-/// A healthy client of `name`, subscribed to everything with a snapshot: it must go on
-/// receiving every change of its user, contiguously, whatever other clients do.
-struct Bystander {
-    ws: Ws,
-    name: &'static str,
-    seq: u64,
-}
-
-impl Bystander {
-    async fn new(app: &TestApp, name: &'static str) -> Bystander {
-        let mut ws = app.ws(name).await;
-        let (pos, _) = ws.subscribe_snapshot("watch", json!(["*"])).await;
-        Bystander { ws, name, seq: pos.seq }
-    }
-
-    /// A change committed now reaches the bystander with the next `seq`.
-    async fn still_served(&mut self, app: &TestApp) {
-        app.insert_signals(self.name, 1, "after the abuse");
-        let ev = self.ws.event().await;
-        assert_eq!(ev.id.as_deref(), Some("watch"));
-        assert_eq!(ev.seq, self.seq + 1, "the next change, nothing lost or skipped");
-        assert_eq!(ev.row.as_ref().unwrap()["reason"], "after the abuse");
-        self.seq = ev.seq;
-    }
-}
+use crate::helpers::{Bystander, Closed, TestApp, Ws, frames_until_close, spawn_app};
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
-}
-
-/// Every frame until the connection ends (heartbeats left out), and how it ended.
-async fn frames_until_close<S>(socket: &mut S) -> (Vec<ServerFrame>, Closed)
-where
-    S: Stream<Item = Result<Message, tungstenite::Error>> + Unpin,
-{
-    let mut frames = Vec::new();
-    loop {
-        match tokio::time::timeout(DEADLINE, socket.next()).await.expect("close within the deadline") {
-            Some(Ok(Message::Text(t))) => match serde_json::from_str(&t) {
-                Ok(ServerFrame::Heartbeat { .. }) => {}
-                Ok(f) => frames.push(f),
-                Err(e) => panic!("bad frame {t}: {e}"),
-            },
-            Some(Ok(Message::Close(f))) => {
-                return (frames, f.map(|f| Closed::Code(u16::from(f.code))).unwrap_or(Closed::Abrupt));
-            }
-            Some(Ok(_)) => {}
-            Some(Err(_)) | None => return (frames, Closed::Abrupt),
-        }
-    }
 }
 
 /// The connection is open and answering: a ping gets a pong with the same `ts`.

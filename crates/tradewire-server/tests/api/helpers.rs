@@ -6,12 +6,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
+use futures::{SinkExt, Stream, StreamExt};
 use serde_json::{Value, json};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 use tradewire_protocol::{EventFrame, Position, ServerFrame};
@@ -229,6 +229,54 @@ where
     }
 }
 
+/// A healthy client of `name`, subscribed to everything with a snapshot: it must go on
+/// receiving every change of its user, contiguously, whatever other clients do.
+pub struct Bystander {
+    pub ws: Ws,
+    pub name: &'static str,
+    pub seq: u64,
+}
+
+impl Bystander {
+    pub async fn new(app: &TestApp, name: &'static str) -> Bystander {
+        let mut ws = app.ws(name).await;
+        let (pos, _) = ws.subscribe_snapshot("watch", json!(["*"])).await;
+        Bystander { ws, name, seq: pos.seq }
+    }
+
+    /// A change committed now reaches the bystander with the next `seq`.
+    pub async fn still_served(&mut self, app: &TestApp) {
+        app.insert_signals(self.name, 1, "after the abuse");
+        let ev = self.ws.event().await;
+        assert_eq!(ev.id.as_deref(), Some("watch"));
+        assert_eq!(ev.seq, self.seq + 1, "the next change, nothing lost or skipped");
+        assert_eq!(ev.row.as_ref().unwrap()["reason"], "after the abuse");
+        self.seq = ev.seq;
+    }
+}
+
+/// Every frame until the connection ends (heartbeats left out), and how it ended.
+pub async fn frames_until_close<S>(socket: &mut S) -> (Vec<ServerFrame>, Closed)
+where
+    S: Stream<Item = Result<Message, tungstenite::Error>> + Unpin,
+{
+    let mut frames = Vec::new();
+    loop {
+        match tokio::time::timeout(DEADLINE, socket.next()).await.expect("close within the deadline") {
+            Some(Ok(Message::Text(t))) => match serde_json::from_str(&t) {
+                Ok(ServerFrame::Heartbeat { .. }) => {}
+                Ok(f) => frames.push(f),
+                Err(e) => panic!("bad frame {t}: {e}"),
+            },
+            Some(Ok(Message::Close(f))) => {
+                return (frames, f.map(|f| Closed::Code(u16::from(f.code))).unwrap_or(Closed::Abrupt));
+            }
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => return (frames, Closed::Abrupt),
+        }
+    }
+}
+
 /// A raw WebSocket client for tests.
 pub struct Ws {
     pub socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
@@ -322,22 +370,15 @@ impl Ws {
 
     /// Read until the connection closes; returns the events seen before and how it ended.
     pub async fn drain_until_close(&mut self) -> (Vec<EventFrame>, Closed) {
-        let mut events = Vec::new();
-        loop {
-            match tokio::time::timeout(DEADLINE, self.socket.next()).await.expect("close within the deadline")
-            {
-                Some(Ok(Message::Text(t))) => {
-                    if let Ok(ServerFrame::Event(e)) = serde_json::from_str(&t) {
-                        events.push(e);
-                    }
-                }
-                Some(Ok(Message::Close(f))) => {
-                    return (events, f.map(|f| Closed::Code(u16::from(f.code))).unwrap_or(Closed::Abrupt));
-                }
-                Some(Ok(_)) => {}
-                Some(Err(_)) | None => return (events, Closed::Abrupt),
-            }
-        }
+        let (frames, closed) = frames_until_close(&mut self.socket).await;
+        let events = frames
+            .into_iter()
+            .filter_map(|f| match f {
+                ServerFrame::Event(e) => Some(e),
+                _ => None,
+            })
+            .collect();
+        (events, closed)
     }
 
     pub async fn expect_close(&mut self) -> Closed {
