@@ -1,8 +1,6 @@
 //! Integration tests: a real server on a real port, a real SQLite file, real clients.
 //! All in one test binary (one compile, shared helpers).
 
-// Not every test module uses every helper.
-#![allow(dead_code)]
 
 mod helpers;
 
