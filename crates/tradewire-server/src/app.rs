@@ -38,6 +38,8 @@ pub struct Inner {
     pub metrics: PrometheusHandle,
     /// Names this process in session ids.
     pub instance: String,
+    /// Checked against when a login names an unknown user, so both take equally long.
+    pub dummy_password_hash: String,
     pump_running: AtomicBool,
 }
 
@@ -87,6 +89,7 @@ impl Server {
             tracker: TaskTracker::new(),
             metrics: crate::telemetry::metrics_handle(),
             instance: format!("{:06x}", rand::random::<u32>() & 0xff_ffff),
+            dummy_password_hash: crate::auth::hash_password(&format!("{:x}", rand::random::<u128>())),
             pump_running: AtomicBool::new(false),
             config,
         }));

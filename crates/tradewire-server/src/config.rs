@@ -121,7 +121,8 @@ impl Config {
             Some(path) => fig = fig.merge(Toml::file_exact(path)),
             None => fig = fig.merge(Toml::file("tradewire.toml")),
         }
-        fig.merge(Env::prefixed("TRADEWIRE_"))
+        // `TRADEWIRE_TOKEN` belongs to `tradewire tail`, not to the server's configuration.
+        fig.merge(Env::prefixed("TRADEWIRE_").ignore(&["token"]))
             .merge(Serialized::defaults(overrides))
             .extract()
             .map_err(|e| ConfigError(Box::new(e)))
@@ -161,6 +162,9 @@ mod tests {
             assert_eq!(c.heartbeat_ms, 2000, "env over file");
             assert!(!c.demo, "flag over everything");
             assert_eq!(c.retention_secs, 86_400, "default kept");
+
+            jail.set_env("TRADEWIRE_TOKEN", "a token for `tradewire tail`");
+            assert!(Config::load(None, &Overrides::default()).is_ok(), "TRADEWIRE_TOKEN is not a config key");
 
             jail.set_env("TRADEWIRE_HEARTBEAT_MSS", "1");
             let err = Config::load(None, &Overrides::default()).unwrap_err();

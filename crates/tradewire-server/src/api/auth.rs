@@ -58,13 +58,20 @@ pub async fn login(State(state): State<AppState>, ApiJson(body): ApiJson<Login>)
             .optional()?)
         })
         .await?;
-    // Hashing runs on the blocking pool: Argon2 is deliberately slow.
+    // Hashing runs on the blocking pool: Argon2 is deliberately slow. An unknown username
+    // is checked against a dummy hash, so it takes as long as a wrong password.
     let password = body.password;
-    let user =
-        tokio::task::spawn_blocking(move || found.filter(|(_, hash)| verify_password(hash, &password)))
-            .await
-            .map_err(|_| ApiError::from(crate::db::DbError::Join))?;
-    let Some((user_id, _)) = user else {
+    let dummy = state.dummy_password_hash.clone();
+    let user = tokio::task::spawn_blocking(move || match found {
+        Some((id, hash)) => verify_password(&hash, &password).then_some(id),
+        None => {
+            let _ = verify_password(&dummy, &password);
+            None
+        }
+    })
+    .await
+    .map_err(|_| ApiError::from(crate::db::DbError::Join))?;
+    let Some(user_id) = user else {
         return Err(ApiError::unauthorized("unknown username or wrong password"));
     };
     let (token, claims) = state.tokens.issue(&user_id, &body.username, None);

@@ -15,6 +15,7 @@ use super::session::Plan;
 use crate::api::ApiQuery;
 use crate::api::auth::AuthUser;
 use crate::app::AppState;
+use crate::changefeed::Resync;
 use crate::error::{ApiError, ApiResult};
 
 const DEFAULT_LIMIT: usize = 500;
@@ -29,6 +30,15 @@ pub struct PollQuery {
     #[serde(rename = "where")]
     filter: Option<String>,
     limit: Option<usize>,
+}
+
+/// The 409 answer for a position that cannot be served.
+fn resync(since: &Position, reason: Resync) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        ErrorCode::ResyncRequired,
+        format!("position {since} cannot be served ({}); subscribe again with a snapshot", reason.reason()),
+    )
 }
 
 pub async fn handler(
@@ -54,16 +64,7 @@ pub async fn handler(
     let log = &state.log;
     let head = match log.check_from(&user.id, &since).await? {
         Ok(head) => head,
-        Err(reason) => {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                ErrorCode::ResyncRequired,
-                format!(
-                    "position {since} cannot be served ({}); subscribe again with a snapshot",
-                    reason.reason()
-                ),
-            ));
-        }
+        Err(reason) => return Err(resync(&since, reason)),
     };
     let mut sub =
         Subscription { id: "poll".into(), topics: plan.topics, filter: plan.filter, after: since.seq };
@@ -75,6 +76,10 @@ pub async fn handler(
         let batch = log.read_after(&user.id, scanned, SCAN_BATCH).await?;
         if batch.is_empty() {
             break;
+        }
+        if batch[0].seq != scanned + 1 {
+            // Pruned while we read: never answer with a gap.
+            return Err(resync(&since, Resync::HistoryExpired));
         }
         for change in &batch {
             if change.seq > head {

@@ -1,7 +1,6 @@
 //! Integration tests: a real server on a real port, a real SQLite file, real clients.
 //! All in one test binary (one compile, shared helpers).
 
-
 mod helpers;
 
 mod auth;
