@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_http::trace::TraceLayer;
-use tradewire_hub::Hub;
+use tradewire_hub::{Hub, MarketBus};
 
 use crate::auth::{Tokens, load_or_create_secret};
 use crate::changefeed::{ChangeLog, pump};
@@ -30,6 +30,8 @@ pub struct Inner {
     pub db: Db,
     pub log: ChangeLog,
     pub hub: Hub,
+    /// Public market data, conflated per session (fed by a market source).
+    pub market: MarketBus,
     pub tokens: Tokens,
     /// Cancelled in the drain step "close sessions with 1001".
     pub sessions_close: CancellationToken,
@@ -84,6 +86,7 @@ impl Server {
             tokens: Tokens::new(&secret, config.token_ttl_secs),
             log: ChangeLog::new(db.clone()),
             hub: Hub::new(config.queue_limits()),
+            market: MarketBus::new(),
             db,
             sessions_close: CancellationToken::new(),
             tracker: TaskTracker::new(),

@@ -59,7 +59,7 @@ pub async fn handler(
         return Err(ApiError::bad_request(format!("`limit` is 1 to {MAX_LIMIT}")));
     }
     let (topics, filter) = parse_query_plan(q.topics.as_deref(), q.filter.as_deref())?;
-    let plan = Plan::new(state.db.catalog(), &topics, filter.as_ref())
+    let plan = Plan::new(state.db.catalog(), None, &topics, filter.as_ref())
         .map_err(|r| ApiError::new(StatusCode::BAD_REQUEST, r.code, r.message))?;
     let log = &state.log;
     let head = match log.check_from(&user.id, &since).await? {

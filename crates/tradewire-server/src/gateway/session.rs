@@ -6,11 +6,13 @@
 //! every change committed after a read is already in (or on its way to) its queue; changes
 //! both read and queued are told apart by `seq` and delivered once.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 
 use tradewire_hub::{
-    Change, Filter, FilterError, QueueReceiver, Registration, Subscription, SubscriptionSet, TopicSet,
+    Change, Filter, FilterError, Inbox, MarketBus, MarketMessage, MarketSubscription, QueueReceiver,
+    Registration, Subscription, SubscriptionSet, TopicSet,
 };
 use tradewire_protocol::{ErrorCode, From, Position, Row, ServerFrame, Topic};
 
@@ -27,7 +29,12 @@ const REPLAY_BATCH: usize = 1000;
 #[allow(clippy::large_enum_variant)]
 pub enum Out<'a> {
     Frame(ServerFrame),
-    Event { sub: &'a str, change: &'a Arc<Change> },
+    Event {
+        sub: &'a str,
+        change: &'a Arc<Change>,
+    },
+    /// A public market message, encoded once for everyone.
+    Market(&'a MarketMessage),
 }
 
 /// The transport went away, or must close for the reason given.
@@ -70,16 +77,25 @@ pub struct Plan {
     /// The concrete topic names (for snapshots and the `subscribed` answer).
     pub names: Vec<String>,
     pub filter: Filter,
+    /// Public market topics (`ticker:BTCUSDT`, …), conflated, outside the user's stream.
+    pub market: Vec<String>,
 }
 
 impl Plan {
-    /// Check topic names and the filter against the catalog.
-    pub fn new(catalog: &Catalog, topics: &[String], filter: Option<&Row>) -> Result<Self, Rejection> {
+    /// Check topic names and the filter against the catalog, and market topics against the
+    /// running market source (`None` where a transport serves no market data).
+    pub fn new(
+        catalog: &Catalog,
+        market: Option<&MarketBus>,
+        topics: &[String],
+        filter: Option<&Row>,
+    ) -> Result<Self, Rejection> {
         if topics.is_empty() || topics.len() > 32 {
             return Err(Rejection::new(ErrorCode::InvalidTopic, "give 1 to 32 topics"));
         }
         let mut all = false;
         let mut names: Vec<String> = Vec::new();
+        let mut market_topics: Vec<String> = Vec::new();
         for t in topics {
             match t.parse::<Topic>() {
                 Ok(Topic::AllPrivate) => all = true,
@@ -88,12 +104,28 @@ impl Plan {
                         names.push(name);
                     }
                 }
-                Ok(Topic::Market(m)) => {
-                    return Err(Rejection::new(
-                        ErrorCode::InvalidTopic,
-                        format!("market topic {m:?} is not served: no market data source is running"),
-                    ));
-                }
+                Ok(Topic::Market(m)) => match market {
+                    Some(bus) if bus.serves(m.symbol()) => {
+                        let name = m.to_string();
+                        if !market_topics.contains(&name) {
+                            market_topics.push(name);
+                        }
+                    }
+                    Some(_) => {
+                        return Err(Rejection::new(
+                            ErrorCode::InvalidTopic,
+                            format!(
+                                "market topic \"{m}\" is not served (unknown symbol, or no market source runs)"
+                            ),
+                        ));
+                    }
+                    None => {
+                        return Err(Rejection::new(
+                            ErrorCode::InvalidTopic,
+                            format!("market topic \"{m}\" is not served here; use the WebSocket"),
+                        ));
+                    }
+                },
                 Ok(Topic::Private(_)) | Err(_) => {
                     let known: Vec<&str> = catalog.topics().collect();
                     return Err(Rejection::new(
@@ -132,7 +164,7 @@ impl Plan {
         } else {
             TopicSet::Only(names.iter().map(|n| Arc::from(n.as_str())).collect())
         };
-        Ok(Self { topics, names, filter })
+        Ok(Self { topics, names, filter, market: market_topics })
     }
 }
 
@@ -143,6 +175,12 @@ pub struct Session {
     rx: QueueReceiver,
     registration: Registration,
     subs: SubscriptionSet,
+    /// Conflated public market data for this session.
+    inbox: Arc<Inbox>,
+    /// Market topics in use, with how many subscriptions use each.
+    market: HashMap<Arc<str>, (usize, MarketSubscription)>,
+    /// The market topics of each subscription id.
+    market_of: HashMap<Arc<str>, Vec<Arc<str>>>,
     /// The highest `seq` of the user's stream this session has accounted for: every
     /// matching change at or below it has been delivered to every subscription.
     head: u64,
@@ -153,7 +191,17 @@ impl Session {
     pub async fn open(state: AppState, user_id: &str) -> Result<Self, DbError> {
         let (registration, rx) = state.hub.register(user_id);
         let head = state.log.head(user_id).await?;
-        Ok(Self { state, user_id: user_id.into(), rx, registration, subs: SubscriptionSet::default(), head })
+        Ok(Self {
+            state,
+            user_id: user_id.into(),
+            rx,
+            registration,
+            subs: SubscriptionSet::default(),
+            inbox: Arc::new(Inbox::default()),
+            market: HashMap::new(),
+            market_of: HashMap::new(),
+            head,
+        })
     }
 
     pub fn id(&self) -> u64 {
@@ -186,7 +234,8 @@ impl Session {
         from: From,
         out: &mut O,
     ) -> Result<Result<(), Rejection>, Stop> {
-        let limits = &self.state.config;
+        let state = self.state.clone();
+        let limits = &state.config;
         if id.is_empty() || id.len() > 64 {
             return Ok(Err(Rejection::new(
                 ErrorCode::BadRequest,
@@ -206,9 +255,14 @@ impl Session {
             after: 0,
         };
         // A subscription being replaced stops now, so nothing is delivered twice under its id.
-        self.subs.remove(id);
-        let subscribed = ServerFrame::Subscribed { id: id.to_owned(), topics: plan.names.clone() };
+        self.unsubscribe(id);
+        let topics = plan.names.iter().chain(&plan.market).cloned().collect();
+        let subscribed = ServerFrame::Subscribed { id: id.to_owned(), topics };
         let log = self.state.log.clone();
+        // Market data is not part of the user's stream: a subscription to market topics only
+        // has no snapshot rows and nothing to replay; its current values arrive as market
+        // messages.
+        let from = if plan.names.is_empty() { From::Now } else { from };
         match from {
             From::Now => {
                 sub.after = log.head(&self.user_id).await.map_err(db_failed)?;
@@ -271,6 +325,19 @@ impl Session {
         // `head` advances only as the queue is processed (see `deliver`), never from a
         // snapshot: older queued changes may still be owed to the other subscriptions.
         self.subs.insert(sub);
+        let mut topics = Vec::with_capacity(plan.market.len());
+        for name in &plan.market {
+            let topic: Arc<str> = Arc::from(name.as_str());
+            match self.market.get_mut(&topic) {
+                Some((uses, _)) => *uses += 1,
+                None => {
+                    let guard = self.state.market.subscribe(&topic, &self.inbox);
+                    self.market.insert(topic.clone(), (1, guard));
+                }
+            }
+            topics.push(topic);
+        }
+        self.market_of.insert(Arc::from(id), topics);
         metrics::gauge!("tradewire_subscriptions").increment(1.0);
         Ok(Ok(()))
     }
@@ -280,7 +347,21 @@ impl Session {
         if removed {
             metrics::gauge!("tradewire_subscriptions").decrement(1.0);
         }
+        for topic in self.market_of.remove(id).unwrap_or_default() {
+            if let Some((uses, _)) = self.market.get_mut(&topic) {
+                *uses -= 1;
+                if *uses == 0 {
+                    // Dropping the guard unsubscribes the inbox from the bus.
+                    self.market.remove(&topic);
+                }
+            }
+        }
         removed
+    }
+
+    /// The session's conflating market inbox (wait on `ready`, then `take`).
+    pub fn market_inbox(&self) -> Arc<Inbox> {
+        self.inbox.clone()
     }
 
     /// Deliver a live change to every subscription that wants it.

@@ -63,6 +63,12 @@ impl Output for SseOut {
             // SSE has no `subscribed`: the stream itself is the subscription.
             Out::Frame(ServerFrame::Subscribed { .. }) => return Ok(()),
             Out::Frame(frame) => frame_event(&frame),
+            Out::Market(msg) => {
+                metrics::counter!("tradewire_market_delivered_total").increment(1);
+                Event::default()
+                    .event("market")
+                    .data(std::str::from_utf8(&msg.frame).map_err(|_| Stop::Gone)?)
+            }
             Out::Event { change, .. } => {
                 metrics::counter!("tradewire_events_delivered_total").increment(1);
                 let body = change.body();
@@ -88,7 +94,7 @@ pub async fn handler(
         .ok_or_else(|| ApiError::unauthorized("missing token"))?;
     let claims = state.tokens.verify(&token).map_err(|e| ApiError::unauthorized(e.to_string()))?;
     let (topics, filter) = parse_query_plan(q.topics.as_deref(), q.filter.as_deref())?;
-    let plan = Plan::new(state.db.catalog(), &topics, filter.as_ref())
+    let plan = Plan::new(state.db.catalog(), Some(&state.market), &topics, filter.as_ref())
         .map_err(|r| ApiError::new(axum::http::StatusCode::BAD_REQUEST, r.code, r.message))?;
     let last_event_id = headers.get("last-event-id").and_then(|v| v.to_str().ok());
     let from = match last_event_id.or(q.from.as_deref()) {
@@ -151,6 +157,7 @@ async fn serve(state: &AppState, session: &mut Session, plan: Plan, from: From, 
         // resync_required was sent: the stream has nothing more to say.
         return Stop::Gone;
     }
+    let market = session.market_inbox();
     let mut heartbeat = tokio::time::interval_at(
         tokio::time::Instant::now() + state.config.heartbeat(),
         state.config.heartbeat(),
@@ -165,6 +172,16 @@ async fn serve(state: &AppState, session: &mut Session, plan: Plan, from: From, 
                 let position = session.position();
                 let hb = ServerFrame::Heartbeat { position: position.clone(), ts: now_ms() };
                 out.push(frame_event(&hb).id(position.to_string())).await
+            }
+            () = market.ready() => {
+                let mut r = Ok(());
+                for msg in market.take() {
+                    r = out.send(Out::Market(&msg)).await;
+                    if r.is_err() {
+                        break;
+                    }
+                }
+                r
             }
             change = session.queue().recv() => match change {
                 Some(change) => {

@@ -17,6 +17,7 @@ use serde_json::Value;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 use tracing::Instrument;
+use tradewire_hub::Inbox;
 use tradewire_protocol::{ClientFrame, CloseCode, ErrorCode, From, Limits, ServerFrame};
 
 use super::limits::RateLimiter;
@@ -132,6 +133,10 @@ where
     async fn send(&mut self, out: Out<'_>) -> Result<(), Stop> {
         let msg = match out {
             Out::Frame(frame) => text(&frame),
+            Out::Market(msg) => {
+                metrics::counter!("tradewire_market_delivered_total").increment(1);
+                Message::Text(Utf8Bytes::try_from(msg.frame.clone()).map_err(|_| Stop::Gone)?)
+            }
             Out::Event { sub, change } => {
                 metrics::counter!("tradewire_events_delivered_total").increment(1);
                 let bytes = change.ws_frame(sub);
@@ -247,6 +252,7 @@ where
     let mut heartbeat = tokio::time::interval_at(Instant::now() + cfg.heartbeat(), cfg.heartbeat());
     let mut expires: Pin<Box<Sleep>> = Box::pin(tokio::time::sleep_until(expiry(&claims)));
     let mut limiter = RateLimiter::new(cfg.max_messages_per_second);
+    let market = session.market_inbox();
     loop {
         let step = tokio::select! {
             biased;
@@ -264,6 +270,7 @@ where
                 Some(change) => session.deliver(&change, out).await,
                 None => Err(Stop::Gone),
             },
+            () = market.ready() => send_market(&market, out).await,
             msg = stream.next() => {
                 let msg = match msg {
                     None | Some(Ok(Message::Close(_))) => return CloseCode::Normal,
@@ -310,6 +317,14 @@ where
             return stop_code(stop);
         }
     }
+}
+
+/// Send what the market inbox holds: at most one message per subscribed topic.
+async fn send_market<O: Output>(inbox: &Inbox, out: &mut O) -> Result<(), Stop> {
+    for msg in inbox.take() {
+        out.send(Out::Market(&msg)).await?;
+    }
+    Ok(())
 }
 
 fn stop_code(stop: Stop) -> CloseCode {
@@ -367,7 +382,7 @@ where
             out.send(Out::Frame(frame)).await?;
         }
         ClientFrame::Subscribe { id, topics, filter, from } => {
-            let result = match Plan::new(state.db.catalog(), &topics, filter.as_ref()) {
+            let result = match Plan::new(state.db.catalog(), Some(&state.market), &topics, filter.as_ref()) {
                 Ok(plan) => session.subscribe(&id, plan, from.unwrap_or(From::Snapshot), out).await?,
                 Err(rejection) => Err(rejection),
             };

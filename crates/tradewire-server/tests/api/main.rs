@@ -7,6 +7,7 @@ mod auth;
 mod bad_input;
 mod client;
 mod isolation;
+mod market;
 mod ops;
 mod orders;
 mod polling;
