@@ -59,6 +59,12 @@ enum Scenario {
         #[arg(long, value_enum, default_value_t = Writer::Db)]
         writer: Writer,
     },
+    /// A client offline while N of its changes commit reconnects from its position: the
+    /// time until it has them all (and is live again).
+    Catchup {
+        #[arg(long, default_value_t = 100_000)]
+        changes: u64,
+    },
     /// Server memory with N idle WebSocket connections.
     Idle {
         #[arg(long, default_value_t = 1000)]
@@ -270,6 +276,85 @@ async fn latency(
     Ok(())
 }
 
+async fn catchup(cli: &Cli, changes: u64) -> anyhow::Result<()> {
+    let secret = std::fs::read_to_string(cli.data_dir.join("jwt.secret")).context("reading jwt.secret")?;
+    let db = rusqlite::Connection::open(cli.data_dir.join("tradewire.db"))?;
+    db.busy_timeout(Duration::from_secs(5))?;
+    ensure_users(&db, 1)?;
+    let ws_url = format!("{}/v1/ws", cli.url.replacen("http", "ws", 1));
+    let token = mint(secret.trim().as_bytes(), 0)?;
+
+    // Where the client stands when it goes offline: the head of its stream.
+    let head = |db: &rusqlite::Connection| -> anyhow::Result<u64> {
+        Ok(db.query_row(
+            "SELECT COALESCE((SELECT seq FROM tw_user_seq WHERE user_id = 'u_bench_0'), 0)",
+            [],
+            |r| r.get(0),
+        )?)
+    };
+    let epoch: String = db.query_row("SELECT value FROM tw_meta WHERE key = 'epoch'", [], |r| r.get(0))?;
+    let from = head(&db)?;
+    {
+        let tx = db.unchecked_transaction()?;
+        let mut stmt = tx.prepare(
+            "INSERT INTO signals(id, user_id, symbol, direction, confidence, reason, ts)
+             VALUES (?1, 'u_bench_0', 'BTCUSDT', 'long', '0.5', 'offline', 0)",
+        )?;
+        for n in 0..changes {
+            stmt.execute([format!("sig_catchup_{}_{n}", now_micros())])?;
+        }
+        drop(stmt);
+        tx.commit()?;
+    }
+    let target = head(&db)?;
+    eprintln!("{changes} changes committed while offline; reconnecting from {epoch}:{from}");
+
+    let started = Instant::now();
+    let mut req = ws_url.as_str().into_client_request()?;
+    req.headers_mut().insert("authorization", format!("Bearer {token}").parse()?);
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await?;
+    let sub = json!({"op": "subscribe", "id": "c", "topics": ["*"], "from": {"epoch": epoch, "seq": from}});
+    ws.send(Message::Text(sub.to_string().into())).await?;
+    let mut last = from;
+    let mut events = 0u64;
+    while last < target {
+        let Some(msg) = ws.next().await else { anyhow::bail!("connection closed at seq {last}") };
+        let Message::Text(t) = msg? else { continue };
+        if let Ok(ServerFrame::Event(ev)) = serde_json::from_str(&t) {
+            anyhow::ensure!(ev.seq == last + 1, "gap or duplicate: {} after {last}", ev.seq);
+            last = ev.seq;
+            events += 1;
+        }
+    }
+    let caught_up = started.elapsed();
+    // Live again: a change committed now arrives.
+    db.execute(
+        "INSERT INTO signals(id, user_id, symbol, direction, confidence, reason, ts)
+         VALUES (?1, 'u_bench_0', 'BTCUSDT', 'long', '0.5', 'live', 0)",
+        [format!("sig_catchup_live_{}", now_micros())],
+    )?;
+    loop {
+        let Some(msg) = ws.next().await else { anyhow::bail!("closed before the live change") };
+        if let Message::Text(t) = msg? {
+            if matches!(serde_json::from_str(&t), Ok(ServerFrame::Event(ev)) if ev.seq == target + 1) {
+                break;
+            }
+        }
+    }
+    let live = started.elapsed();
+    println!("catch-up: {events} missed changes replayed in order");
+    println!(
+        "  caught up in {:.3} s; live again (next change received) after {:.3} s",
+        caught_up.as_secs_f64(),
+        live.as_secs_f64()
+    );
+    println!(
+        "{}",
+        json!({"scenario": "catchup", "changes": events, "caught_up_s": caught_up.as_secs_f64(), "live_s": live.as_secs_f64()})
+    );
+    Ok(())
+}
+
 fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
@@ -315,6 +400,7 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Latency { clients, rate, seconds, writer } => {
             latency(&cli, clients, rate, seconds, writer).await
         }
+        Scenario::Catchup { changes } => catchup(&cli, changes).await,
         Scenario::Idle { clients, pid, hold_seconds } => idle(&cli, clients, pid, hold_seconds).await,
     }
 }

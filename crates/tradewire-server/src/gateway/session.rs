@@ -319,6 +319,14 @@ impl Session {
                     if !full {
                         break;
                     }
+                    // Live changes keep arriving while we replay. Serve them to the other
+                    // subscriptions now, so the queue does not overflow under a long
+                    // replay; this one reads every change that was queued from the log
+                    // anyway (queued means committed, so it is at or below the log's end
+                    // that the last replay batch reaches).
+                    while let Some(change) = self.rx.try_recv() {
+                        self.deliver(&change, out).await?;
+                    }
                 }
             }
         }

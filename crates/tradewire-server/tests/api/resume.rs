@@ -105,3 +105,33 @@ async fn a_position_that_cannot_be_served_gets_resync_required() {
     .await;
     assert!(matches!(ws.frame().await, ServerFrame::Subscribed { .. }));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_replay_racing_a_burst_of_live_changes_loses_nothing_and_is_not_cut_off() {
+    let app = spawn_app().await;
+    let mut ws = app.ws("alice").await;
+    let (pos, _) = ws.subscribe_snapshot("s1", json!(["*"])).await;
+    drop(ws);
+    app.insert_signals("alice", 5000, "before");
+
+    // Reconnect while one big transaction is being published by the pump: the replay and
+    // the live burst overlap.
+    let mut ws = app.ws("alice").await;
+    app.sql()
+        .execute_batch(
+            "INSERT INTO signals(id, user_id, symbol, direction, confidence, reason, ts)
+             WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 19999)
+             SELECT printf('sig_burst_%05d', i), 'u_alice', 'BTCUSDT', 'long', '0.5', 'burst', 0 FROM n;",
+        )
+        .unwrap();
+    ws.send_json(json!({"op": "subscribe", "id": "s1", "topics": ["*"], "from": pos})).await;
+    assert!(matches!(ws.frame().await, ServerFrame::Subscribed { .. }));
+    let head = app.head("alice");
+    let mut last = pos.seq;
+    while last < head {
+        let ev = ws.event().await;
+        assert_eq!(ev.seq, last + 1);
+        last = ev.seq;
+    }
+    assert_eq!(app.state.hub.stats().overflows, 0, "the replaying session was never cut off");
+}
