@@ -335,10 +335,9 @@ async fn catchup(cli: &Cli, changes: u64) -> anyhow::Result<()> {
     )?;
     loop {
         let Some(msg) = ws.next().await else { anyhow::bail!("closed before the live change") };
-        if let Message::Text(t) = msg? {
-            if matches!(serde_json::from_str(&t), Ok(ServerFrame::Event(ev)) if ev.seq == target + 1) {
-                break;
-            }
+        let Message::Text(t) = msg? else { continue };
+        if matches!(serde_json::from_str(&t), Ok(ServerFrame::Event(ev)) if ev.seq == target + 1) {
+            break;
         }
     }
     let live = started.elapsed();
