@@ -1,6 +1,7 @@
 //! The pump: reads new rows of the change log in commit order and publishes them to the
 //! hub. An in-process commit wakes it at once; a commit by another process is seen at the
-//! next poll (every `poll_interval`, a few milliseconds). It also prunes the log.
+//! next poll: every millisecond while changes are flowing, every `poll_interval` (5 ms)
+//! once the log has been quiet for a second. It also prunes the log.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,6 +11,11 @@ use tradewire_hub::Hub;
 
 use super::ChangeLog;
 use crate::db::{Db, Result, now_ms};
+
+/// The poll interval while changes are flowing.
+const BUSY_POLL: Duration = Duration::from_millis(1);
+/// How long after the last change the pump keeps polling at [`BUSY_POLL`].
+const BUSY_FOR: Duration = Duration::from_secs(1);
 
 /// How the pump runs.
 #[derive(Debug, Clone, Copy)]
@@ -35,10 +41,16 @@ pub async fn run(db: Db, hub: Hub, settings: PumpSettings, stop: CancellationTok
     };
     tracing::info!(cursor, "pump started");
     let mut last_prune = Instant::now() - settings.prune_every;
+    let mut last_change = Instant::now() - BUSY_FOR;
     loop {
+        let poll = if last_change.elapsed() < BUSY_FOR {
+            BUSY_POLL.min(settings.poll_interval)
+        } else {
+            settings.poll_interval
+        };
         let stopping = tokio::select! {
             () = db.wake().notified() => false,
-            () = tokio::time::sleep(settings.poll_interval) => false,
+            () = tokio::time::sleep(poll) => false,
             () = stop.cancelled() => true,
         };
         // Drain: keep reading while full batches come back.
@@ -75,6 +87,7 @@ pub async fn run(db: Db, hub: Hub, settings: PumpSettings, stop: CancellationTok
                 hub.publish(Arc::new(change));
             }
             if n > 0 {
+                last_change = Instant::now();
                 metrics::counter!("tradewire_changes_captured_total").increment(n as u64);
                 tracing::trace!(n, cursor, "published");
             }
