@@ -150,7 +150,11 @@ export class RowStore {
   #key;
   #topics = new Map();
 
-  /** @param {{key?: string | ((topic: string, row: object) => unknown)}} [options] primary key column (default `id`) or a function */
+  /**
+   * @param {object} [options]
+   * @param {string | ((topic: string, row: object) => unknown)} [options.key="id"] the primary
+   *   key column, or a function of the topic and the row
+   */
   constructor({ key = "id" } = {}) {
     this.#key = typeof key === "function" ? key : (_topic, row) => row[key];
   }
@@ -277,6 +281,11 @@ function subscribeFrame(sub) {
   return frame;
 }
 
+function asPollError(err) {
+  if (err instanceof TradewireError) return err;
+  return new TradewireError(`polling failed: ${err?.message ?? err}`, "poll_failed", { cause: err });
+}
+
 // ---------------------------------------------------------------------------------------
 // The client
 
@@ -288,10 +297,11 @@ function subscribeFrame(sub) {
  * @property {number} [expiresAt] token expiry in ms; default the JWT's `exp`
  * @property {() => Promise<string | {token: string, expires_at?: number}>} [refreshToken]
  *   gets a fresh token: before expiry, after close 4009, and at connect without a token
- * @property {number} [refreshAheadMs=60000] refresh this long before expiry (at most half the token's remaining life)
+ * @property {number} [refreshAheadMs=60000] refresh this long before expiry (at most half
+ *   the token's remaining life)
  * @property {number} [refreshRetryMs=10000] retry a failed scheduled refresh after this long
- * @property {boolean} [autoConnect=true] connect in the constructor
- * @property {number} [connectTimeoutMs=10000] give up on an attempt without `welcome` after this long
+ * @property {boolean} [autoConnect=true] connect once the constructor has returned
+ * @property {number} [connectTimeoutMs=10000] give up on an attempt without `welcome`
  * @property {number} [pingIntervalMs] latency ping period; default the server's `heartbeat_ms`
  * @property {number} [backoffBaseMs=1000]
  * @property {number} [backoffCapMs=30000]
@@ -319,7 +329,8 @@ function subscribeFrame(sub) {
 
 function withDefaults(o) {
   const location = globalThis.location;
-  const url = o.url ?? (location ? `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/v1/ws` : null);
+  const scheme = location?.protocol === "https:" ? "wss" : "ws";
+  const url = o.url ?? (location ? `${scheme}://${location.host}/v1/ws` : null);
   if (!url) throw new TypeError("Tradewire: `url` is required outside a page");
   if (!o.token && !o.refreshToken) throw new TypeError("Tradewire: `token` or `refreshToken` is required");
   const st = o.setTimeout ?? globalThis.setTimeout;
@@ -392,17 +403,20 @@ export class Tradewire extends Emitter {
   #pollGen = 0;
   #lastPollAt = -Infinity;
   #abort = null;
+  #autoConnect = true;
 
   /** @param {TradewireOptions} options */
   constructor(options = {}) {
     super();
     this.#o = withDefaults(options);
     if (options.token) this.#adoptToken(options.token, options.expiresAt);
-    if (this.#o.autoConnect) this.connect();
+    // After the constructor returns, so listeners attached right away see "connecting".
+    if (this.#o.autoConnect) queueMicrotask(() => this.#autoConnect && this.connect());
   }
 
   /** Start (or restart, after `close()` or a fatal close) connecting. */
   connect() {
+    this.#autoConnect = false;
     if (!this.#stopped) return this;
     this.#stopped = false;
     this.#attempt = 0;
@@ -414,6 +428,7 @@ export class Tradewire extends Emitter {
 
   /** Close the connection and stop reconnecting, refreshing and polling. */
   close() {
+    this.#autoConnect = false;
     this.#stopped = true;
     this.#gen++;
     this.#stopPolling();
@@ -430,8 +445,11 @@ export class Tradewire extends Emitter {
   /**
    * Subscribe to `topics` (private topics, `"*"`, and/or market topics).
    * @param {string[]} topics
-   * @param {{where?: object, from?: "snapshot"|"now"|{epoch: string, seq: number}|string, key?: string|Function}} [options]
-   *   `from` defaults to "snapshot"; `key` is the store's primary key (default `id`)
+   * @param {object} [options]
+   * @param {object} [options.where] row filter: `{col: value}` or `{col: {in: [...]}}`, ANDed
+   * @param {"snapshot"|"now"|{epoch: string, seq: number}|string} [options.from="snapshot"]
+   *   where to start; later reconnects always resume from the last applied position
+   * @param {string|Function} [options.key="id"] the store's primary key
    * @returns {Subscription}
    */
   subscribe(topics, options = {}) {
@@ -497,7 +515,8 @@ export class Tradewire extends Emitter {
     try {
       got = await this.#o.refreshToken();
     } catch (err) {
-      throw new TradewireError(`token refresh failed: ${err?.message ?? err}`, "refresh_failed", { cause: err });
+      const message = `token refresh failed: ${err?.message ?? err}`;
+      throw new TradewireError(message, "refresh_failed", { cause: err });
     }
     const { token, expires_at: expiresAt } = typeof got === "string" ? { token: got } : (got ?? {});
     if (!token) throw new TradewireError("refreshToken gave no token", "refresh_failed");
@@ -523,8 +542,8 @@ export class Tradewire extends Emitter {
     this.refresh().catch((err) => {
       this.#emitError(err);
       if (this.#stopped) return;
-      if (this.#o.now() < this.#expiresAt) this.#arm("refresh", this.#o.refreshRetryMs, () => this.#refreshOnTimer());
-      else this.#tokenStale = true;
+      if (this.#o.now() >= this.#expiresAt) this.#tokenStale = true; // the next connect refreshes
+      else this.#arm("refresh", this.#o.refreshRetryMs, () => this.#refreshOnTimer());
     });
   }
 
@@ -542,16 +561,19 @@ export class Tradewire extends Emitter {
       }
       if (gen !== this.#gen) return;
     }
-    if (typeof this.#o.WebSocket !== "function") {
-      this.#emitError(new TradewireError("no WebSocket: pass the `WebSocket` option", "no_websocket"));
+    let ws;
+    try {
+      ws = new this.#o.WebSocket(this.#o.url); // throws on a malformed URL, or no WebSocket
+    } catch (err) {
+      this.#emitError(new TradewireError(`cannot open a WebSocket: ${err?.message ?? err}`, "no_websocket"));
       return this.#fatal(null, "no_websocket");
     }
-    const ws = new this.#o.WebSocket(this.#o.url);
     this.#ws = ws;
     ws.onopen = () => this.#send({ op: "auth", token: this.#token });
     ws.onmessage = (m) => this.#onMessage(m.data);
     ws.onclose = (e) => this.#onClose(e.code, e.reason);
-    ws.onerror = () => {}; // a close event follows
+    // Browsers follow an error with a 1006 close; Node 20's WebSocket may not: act at once.
+    ws.onerror = () => this.#kill("socket_error");
     this.#arm("connect", this.#o.connectTimeoutMs, () => this.#kill("connect_timeout"));
   }
 
@@ -824,7 +846,7 @@ export class Tradewire extends Emitter {
         await this.#pollSub(sub, gen);
       } catch (err) {
         if (gen !== this.#pollGen) return;
-        this.#emitError(err instanceof TradewireError ? err : new TradewireError(`polling failed: ${err?.message ?? err}`, "poll_failed", { cause: err }));
+        this.#emitError(asPollError(err));
       }
       if (gen !== this.#pollGen) return;
     }
@@ -842,11 +864,15 @@ export class Tradewire extends Emitter {
       if (gen !== this.#pollGen) return;
       if (res.status === 409) return this.#resync(sub, "resync_required", "poll");
       if (res.status === 401) this.#tokenStale = Boolean(this.#o.refreshToken);
-      if (!res.ok) throw new TradewireError(`polling failed: HTTP ${res.status}`, "poll_failed", { status: res.status });
+      if (!res.ok) {
+        throw new TradewireError(`polling failed: HTTP ${res.status}`, "poll_failed", { status: res.status });
+      }
       const body = await res.json();
       if (gen !== this.#pollGen) return;
       for (const ev of body.events ?? []) this.#apply(sub, ev);
-      if (body.position && isAhead(parsePosition(body.position), sub.position)) sub.position = parsePosition(body.position);
+      // The last seq scanned, past non-matching changes too.
+      const scanned = body.position ? parsePosition(body.position) : null;
+      if (isAhead(scanned, sub.position)) sub.position = scanned;
       if (!body.more) return;
     }
   }

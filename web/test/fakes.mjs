@@ -91,6 +91,12 @@ export function fakeNetwork() {
       this.onclose?.({ code, reason, wasClean: code !== 1006 });
     }
 
+    /** A failed connection as Node 20's WebSocket reports it: `error` and no `close`. */
+    fail() {
+      this.readyState = 3;
+      this.onerror?.({ type: "error" });
+    }
+
     /** Frames the client sent with this `op`. */
     frames(op) {
       return this.sent.filter((f) => f.op === op);
@@ -109,7 +115,9 @@ export function fakeNetwork() {
  * A fetch that records its calls and answers with `respond(url, init)` →
  * `{status, body}` (or throws, for a network error).
  */
-export function fakeFetch(respond = () => ({ status: 200, body: { events: [], position: null, more: false } })) {
+const NOTHING_NEW = { status: 200, body: { events: [], position: null, more: false } };
+
+export function fakeFetch(respond = () => NOTHING_NEW) {
   const calls = [];
   const fetch = async (href, init = {}) => {
     const url = new URL(href, "http://page.test"); // a relative URL resolves against the page

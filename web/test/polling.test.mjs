@@ -113,9 +113,14 @@ test("a short outage after a poll still waits a minute before the next poll", as
 test("polled events go through the store once and advance the resume position", async () => {
   const pages = [
     { events: [pollEvent("event")], position: { epoch: "e1", seq: 42 }, more: true },
-    { events: [pollEvent("event"), pollEvent("event_delete")], position: { epoch: "e1", seq: 47 }, more: false },
+    {
+      events: [pollEvent("event"), pollEvent("event_delete")],
+      position: { epoch: "e1", seq: 47 },
+      more: false,
+    },
   ];
-  const h = await downAfterSnapshot(() => ({ status: 200, body: pages.shift() ?? { events: [], position: { epoch: "e1", seq: 47 }, more: false } }));
+  const idle = { events: [], position: { epoch: "e1", seq: 47 }, more: false };
+  const h = await downAfterSnapshot(() => ({ status: 200, body: pages.shift() ?? idle }));
   const failAttempts = refuseConnections(h.net);
   h.ws.drop(1006);
   await h.clock.advance(0);
@@ -129,7 +134,8 @@ test("polled events go through the store once and advance the resume position", 
 
   await h.clock.advance(MINUTE);
   const ws = goLive(h.net);
-  assert.deepEqual(ws.frames("subscribe")[0].from, { epoch: "e1", seq: 47 }, "the socket resumes from the poll");
+  const resume = ws.frames("subscribe")[0];
+  assert.deepEqual(resume.from, { epoch: "e1", seq: 47 }, "the socket resumes from the poll");
   ws.receive(server("subscribed"));
   ws.receive(server("event_delete")); // 43 replayed over the socket
   assert.deepEqual(h.events, [42, 43], "nothing doubled");
@@ -137,7 +143,8 @@ test("polled events go through the store once and advance the resume position", 
 });
 
 test("409 from polling: resync, then a fresh snapshot once connected", async () => {
-  const h = await downAfterSnapshot(() => ({ status: 409, body: { error: { code: "resync_required", message: "gone" } } }));
+  const gone = { error: { code: "resync_required", message: "gone" } };
+  const h = await downAfterSnapshot(() => ({ status: 409, body: gone }));
   const failAttempts = refuseConnections(h.net);
   h.ws.drop(1006);
   await h.clock.advance(0);

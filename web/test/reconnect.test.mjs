@@ -182,3 +182,47 @@ test("an attempt without welcome is abandoned after connectTimeoutMs", async () 
   assert.equal(net.sockets.length, 2, "tries again");
   client.close();
 });
+
+test("an error event without a close (Node 20's WebSocket) counts as a failed attempt", async () => {
+  const { client, clock, net } = harness({ random: () => 0.5 });
+  client.connect();
+  net.last.fail();
+  assert.equal(client.status().state, "offline");
+  assert.equal(client.status().retryInMs, 500);
+  await clock.advance(500);
+  assert.equal(net.sockets.length, 2);
+  goLive(net);
+  net.sockets[0].drop(1006); // a late close of the old socket changes nothing
+  assert.equal(client.status().state, "live");
+  client.close();
+});
+
+test("autoConnect: connects once the constructor returned, so a listener sees 'connecting'", async () => {
+  const { client, net, states } = harness({ autoConnect: true });
+  assert.equal(net.sockets.length, 0, "not inside the constructor");
+  await Promise.resolve();
+  assert.equal(net.sockets.length, 1);
+  assert.deepEqual(stateNames(states), ["connecting"]);
+  client.close();
+
+  const other = harness({ autoConnect: true });
+  other.client.close(); // closed before it started
+  await Promise.resolve();
+  assert.equal(other.net.sockets.length, 0);
+});
+
+test("no usable WebSocket (none given in Node 20, or a bad URL) is fatal and reported", async () => {
+  class Refusing {
+    constructor() {
+      throw new SyntaxError("invalid URL");
+    }
+  }
+  const nodeHasNone = typeof globalThis.WebSocket !== "function";
+  for (const WebSocket of nodeHasNone ? [undefined, Refusing] : [Refusing]) {
+    const { client, errors } = harness({ WebSocket });
+    client.connect();
+    await Promise.resolve();
+    assert.equal(client.status().state, "fatal");
+    assert.equal(errors[0].code, "no_websocket");
+  }
+});

@@ -95,10 +95,12 @@ test("resync_required leads to a snapshot subscription and a 'resync' event", ()
   sub.on("resync", (r) => resyncs.push(r)).on("snapshot", (s) => snapshots.push(s));
   h.client.connect();
   const ws = goLive(h.net);
-  assert.deepEqual(ws.frames("subscribe")[0], { ...sent("subscribe_from_position"), id: sub.id, from: { epoch: "e0", seq: 7 } });
+  const from = { epoch: "e0", seq: 7 };
+  assert.deepEqual(ws.frames("subscribe")[0], { ...sent("subscribe_from_position"), id: sub.id, from });
   ws.receive({ ...server("resync_required"), id: sub.id });
   assert.deepEqual(resyncs, [{ reason: "history_expired", source: "ws" }]);
-  assert.deepEqual(ws.frames("subscribe")[1], { op: "subscribe", id: sub.id, topics: ["*"], from: "snapshot" });
+  const again = { op: "subscribe", id: sub.id, topics: ["*"], from: "snapshot" };
+  assert.deepEqual(ws.frames("subscribe")[1], again);
   assert.equal(sub.position, null);
 
   ws.receive({ ...server("subscribed"), id: sub.id, topics: ["*"] });
@@ -121,6 +123,7 @@ test("a gap on a subscription to everything resumes from the last applied change
   assert.deepEqual(events, [], "the event after the gap is not applied");
   assert.deepEqual(ws.frames("subscribe")[1].from, { epoch: "e1", seq: 41 });
   ws.receive({ ...server("event_delete"), id: sub.id, seq: 44 }); // still in flight from before
+  assert.equal(ws.frames("subscribe").length, 2, "frames of the replaced subscription are ignored");
   ws.receive({ ...server("subscribed"), id: sub.id, topics: ["*"] });
   ws.receive({ ...server("event"), id: sub.id }); // 42
   ws.receive({ ...server("event_delete"), id: sub.id }); // 43
@@ -130,12 +133,13 @@ test("a gap on a subscription to everything resumes from the last applied change
 
 test("'now' resumes from the head of the stream at connect time", async () => {
   const h = harness();
-  const sub = h.client.subscribe(["orders"], { where: { status: { in: ["new", "partially_filled"] } }, from: "now" });
+  const where = { status: { in: ["new", "partially_filled"] } };
+  const sub = h.client.subscribe(["orders"], { where, from: "now" });
   h.client.subscribe(["fills"]); // s2
-  const s3 = h.client.subscribe(["orders"], { where: { status: { in: ["new", "partially_filled"] } }, from: "now" });
+  const s3 = h.client.subscribe(["orders"], { where, from: "now" });
   h.client.connect();
   const ws = goLive(h.net);
-  assert.deepEqual(ws.frames("subscribe")[2], sent("subscribe_in_filter"), "subscribe_in_filter.json exactly");
+  assert.deepEqual(ws.frames("subscribe")[2], sent("subscribe_in_filter"), "the fixture exactly");
   ws.receive({ op: "subscribed", id: sub.id, topics: ["orders"] });
   assert.deepEqual(sub.position, { epoch: "e1", seq: 41 }, "the welcome's position");
   ws.drop(1001);
@@ -155,7 +159,8 @@ test("market frames reach the subscriptions with that topic only", () => {
   market.on("market", (m) => got.market.push(m));
   h.client.connect();
   const ws = goLive(h.net);
-  assert.deepEqual(ws.frames("subscribe")[1], { ...sent("subscribe_market"), id: market.id }, "no `from` for market topics");
+  const expected = { ...sent("subscribe_market"), id: market.id };
+  assert.deepEqual(ws.frames("subscribe")[1], expected, "no `from` for market topics");
   ws.receive(server("market"));
   ws.receive({ ...server("market"), topic: "ticker:ETHUSDT" });
   assert.deepEqual(got.market, [server("market")]);

@@ -72,7 +72,7 @@ test("topics are independent", () => {
   const store = storeFromSnapshot();
   store.apply(update);
   const position = { id: "pos_1", symbol: "BTCUSDT", status: "open" };
-  const opened = { op: "event", seq: 44, epoch: "e1", topic: "positions", change: "insert", events: [], row: position };
+  const opened = { op: "event", seq: 44, epoch: "e1", topic: "positions", change: "insert", row: position };
   assert.equal(store.apply(opened), true);
   assert.deepEqual(store.rows("positions"), [position]);
   assert.equal(store.rows("orders").length, 1);
@@ -88,6 +88,7 @@ test("a change of epoch is applied (the log was reset)", () => {
 test("the primary key can be another column", () => {
   const store = new RowStore({ key: "symbol" });
   store.replace("ticks", [{ symbol: "BTCUSDT", last: "1" }], { epoch: "e1", seq: 1 });
-  store.apply({ topic: "ticks", seq: 2, epoch: "e1", change: "update", row: { symbol: "BTCUSDT", last: "2" } });
+  const row = { symbol: "BTCUSDT", last: "2" };
+  store.apply({ topic: "ticks", seq: 2, epoch: "e1", change: "update", row });
   assert.deepEqual(store.rows("ticks"), [{ symbol: "BTCUSDT", last: "2" }]);
 });

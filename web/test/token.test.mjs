@@ -19,7 +19,8 @@ test("login posts the credentials and returns token, user_id and expires_at", as
 });
 
 test("a refused login rejects with the server's error", async () => {
-  const http = fakeFetch(() => ({ status: 401, body: { error: { code: "unauthorized", message: "bad credentials" } } }));
+  const refused = { error: { code: "unauthorized", message: "bad credentials" } };
+  const http = fakeFetch(() => ({ status: 401, body: refused }));
   await assert.rejects(login({ username: "alice", password: "no", fetch: http.fetch }), (err) => {
     assert.ok(err instanceof TradewireError);
     assert.equal(err.code, "unauthorized");
@@ -27,11 +28,13 @@ test("a refused login rejects with the server's error", async () => {
     assert.equal(err.message, "bad credentials");
     return true;
   });
+  assert.equal(http.calls[0].url.href, "http://page.test/v1/auth/login", "relative to the page by default");
 });
 
 test("the token is refreshed a minute before expiry and sent on the live connection", async () => {
   let calls = 0;
-  const h = harness({ refreshToken: async () => ({ token: `tok-${++calls + 1}`, expires_at: h.clock.now + HOUR }) });
+  const refreshToken = async () => ({ token: `tok-${++calls + 1}`, expires_at: h.clock.now + HOUR });
+  const h = harness({ refreshToken });
   h.client.connect();
   const ws = goLive(h.net);
   await keepAlive(h.clock, ws, HOUR - 60_000 - 1);

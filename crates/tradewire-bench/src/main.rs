@@ -58,6 +58,9 @@ enum Scenario {
         /// pump at once).
         #[arg(long, value_enum, default_value_t = Writer::Db)]
         writer: Writer,
+        /// Changes per transaction (`db` writer).
+        #[arg(long, default_value_t = 1)]
+        batch: u64,
     },
     /// A client offline while N of its changes commit reconnects from its position: the
     /// time until it has them all (and is live again).
@@ -129,24 +132,39 @@ async fn connect(ws_url: &str, token: &str, topics: serde_json::Value) -> anyhow
 }
 
 /// Commit `total` signals at `rate` a second through a SQLite connection of our own.
-fn db_writer(db: &rusqlite::Connection, clients: usize, rate: u64, total: u64) -> anyhow::Result<u64> {
+fn db_writer(
+    db: &rusqlite::Connection,
+    clients: usize,
+    rate: u64,
+    total: u64,
+    batch: u64,
+) -> anyhow::Result<u64> {
     let start = Instant::now();
-    let mut stmt = db.prepare(
-        "INSERT INTO signals(id, user_id, symbol, direction, confidence, reason, ts)
-         VALUES (?1, ?2, 'BTCUSDT', 'long', '0.5', ?3, 0)",
-    )?;
-    for n in 0..total {
-        // Keep the schedule: commit n is due at n / rate seconds.
+    let mut n = 0;
+    while n < total {
+        // Keep the schedule: change n is due at n / rate seconds; a transaction carries
+        // `batch` changes (a busy desk writes several rows per transaction).
         let due = start + Duration::from_micros(n * 1_000_000 / rate);
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
         }
-        let user = format!("u_bench_{}", n as usize % clients);
-        stmt.execute(rusqlite::params![
-            format!("sig_bench_{}_{n}", now_micros()),
-            user,
-            now_micros().to_string()
-        ])?;
+        let tx = db.unchecked_transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO signals(id, user_id, symbol, direction, confidence, reason, ts)
+                 VALUES (?1, ?2, 'BTCUSDT', 'long', '0.5', ?3, 0)",
+            )?;
+            for _ in 0..batch.min(total - n) {
+                let user = format!("u_bench_{}", n as usize % clients);
+                stmt.execute(rusqlite::params![
+                    format!("sig_bench_{}_{n}", now_micros()),
+                    user,
+                    now_micros().to_string()
+                ])?;
+                n += 1;
+            }
+        }
+        tx.commit()?;
     }
     Ok(total)
 }
@@ -191,6 +209,7 @@ async fn latency(
     rate: u64,
     seconds: u64,
     writer_kind: Writer,
+    batch: u64,
 ) -> anyhow::Result<()> {
     let db_path = cli.data_dir.join("tradewire.db");
     let secret = std::fs::read_to_string(cli.data_dir.join("jwt.secret")).context("reading jwt.secret")?;
@@ -232,7 +251,7 @@ async fn latency(
 
     let total = rate * seconds;
     let writer = match writer_kind {
-        Writer::Db => tokio::task::spawn_blocking(move || db_writer(&db, clients, rate, total)),
+        Writer::Db => tokio::task::spawn_blocking(move || db_writer(&db, clients, rate, total, batch)),
         Writer::Api => {
             let tokens =
                 (0..clients).map(|i| mint(secret.trim().as_bytes(), i)).collect::<Result<Vec<_>, _>>()?;
@@ -241,20 +260,29 @@ async fn latency(
         }
     };
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds + 10);
-    let written = loop {
+    // Receive until everything written has arrived, or 10 s after the writer finished.
+    let started = Instant::now();
+    let mut drain_until: Option<tokio::time::Instant> = None;
+    let mut writer = Some(writer);
+    let mut written = 0;
+    let mut write_secs = 0.0;
+    loop {
+        if let Some(w) = writer.take_if(|w| w.is_finished()) {
+            written = w.await??;
+            write_secs = started.elapsed().as_secs_f64();
+            drain_until = Some(tokio::time::Instant::now() + Duration::from_secs(10));
+        }
+        if writer.is_none() && received.load(Ordering::Relaxed) >= written {
+            break;
+        }
+        if drain_until.is_some_and(|d| tokio::time::Instant::now() >= d) {
+            break;
+        }
         tokio::select! {
             Some(v) = rx.recv() => { hist.record(v.max(1))?; }
-            () = tokio::time::sleep_until(deadline) => break None,
+            () = tokio::time::sleep(Duration::from_millis(50)) => {}
         }
-        if writer.is_finished() && received.load(Ordering::Relaxed) >= total {
-            break Some(total);
-        }
-    };
-    let written = match written {
-        Some(n) => n,
-        None => writer.await??,
-    };
+    }
     while let Ok(v) = rx.try_recv() {
         hist.record(v.max(1))?;
     }
@@ -263,7 +291,11 @@ async fn latency(
     }
     let p = percentiles(&hist);
     println!("latency: {clients} clients, {rate} changes/s, {seconds} s, writer {writer_kind:?}");
-    println!("  written {written}, received {}", hist.len());
+    println!(
+        "  written {written} in {write_secs:.1} s ({:.0}/s achieved), received {}",
+        written as f64 / write_secs.max(1e-9),
+        hist.len()
+    );
     println!(
         "  p50 {} ms | p90 {} ms | p99 {} ms | p99.9 {} ms | max {} ms",
         p["p50_ms"], p["p90_ms"], p["p99_ms"], p["p99_9_ms"], p["max_ms"]
@@ -271,7 +303,7 @@ async fn latency(
     println!(
         "{}",
         json!({"scenario": "latency", "writer": format!("{writer_kind:?}").to_lowercase(), "clients": clients, "rate": rate, "seconds": seconds,
-               "written": written, "lost": written.saturating_sub(hist.len()), "latency": p})
+               "written": written, "write_seconds": write_secs, "lost": written.saturating_sub(hist.len()), "latency": p})
     );
     Ok(())
 }
@@ -396,8 +428,8 @@ async fn idle(cli: &Cli, clients: usize, pid: u32, hold: u64) -> anyhow::Result<
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.scenario {
-        Scenario::Latency { clients, rate, seconds, writer } => {
-            latency(&cli, clients, rate, seconds, writer).await
+        Scenario::Latency { clients, rate, seconds, writer, batch } => {
+            latency(&cli, clients, rate, seconds, writer, batch.max(1)).await
         }
         Scenario::Catchup { changes } => catchup(&cli, changes).await,
         Scenario::Idle { clients, pid, hold_seconds } => idle(&cli, clients, pid, hold_seconds).await,
