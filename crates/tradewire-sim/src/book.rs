@@ -37,7 +37,7 @@ pub(crate) fn diff(old: &BTreeMap<Decimal, Decimal>, new: &BTreeMap<Decimal, Dec
             out.push(Level(*p, *q));
         }
     }
-    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out.sort_by_key(|a| a.0);
     out
 }
 
@@ -59,7 +59,13 @@ impl BookView {
 
     /// Apply changed levels. Returns false (and applies nothing) if `prev_update_id` does not
     /// match the last applied update: the consumer must then wait for a snapshot.
-    pub fn apply_delta(&mut self, update_id: u64, prev_update_id: u64, bids: &[Level], asks: &[Level]) -> bool {
+    pub fn apply_delta(
+        &mut self,
+        update_id: u64,
+        prev_update_id: u64,
+        bids: &[Level],
+        asks: &[Level],
+    ) -> bool {
         if prev_update_id != self.update_id {
             return false;
         }

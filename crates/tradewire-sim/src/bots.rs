@@ -39,8 +39,8 @@ impl BotRuntime {
         if config.sample_ms <= 0 || config.leverage == 0 {
             return Err(BotError::InvalidConfig("sample_ms and leverage must be positive".into()));
         }
-        let strategy =
-            Strategy::from_name(&row.strategy, &config).ok_or_else(|| BotError::UnknownStrategy(row.strategy.clone()))?;
+        let strategy = Strategy::from_name(&row.strategy, &config)
+            .ok_or_else(|| BotError::UnknownStrategy(row.strategy.clone()))?;
         Ok(BotRuntime { row, config, strategy, next_sample_ms: i64::MIN })
     }
 
@@ -54,7 +54,14 @@ impl BotRuntime {
         if self.row.status == BotStatus::Stopped { None } else { d }
     }
 
-    fn note(&self, engine: &mut Engine, out: &mut Vec<Effect>, event: &str, detail: serde_json::Value, now_ms: i64) {
+    fn note(
+        &self,
+        engine: &mut Engine,
+        out: &mut Vec<Effect>,
+        event: &str,
+        detail: serde_json::Value,
+        now_ms: i64,
+    ) {
         engine.record(out, &self.row.user_id, LifecycleEntity::Bot, &self.row.id, event, detail, now_ms);
     }
 
@@ -81,7 +88,8 @@ impl BotRuntime {
         let Some(pid) = self.row.portfolio_id.clone() else {
             return self.note(engine, out, "signal_ignored", ignore("no_portfolio"), now_ms);
         };
-        let position = engine.position(&pid, &self.row.symbol, Some(&self.row.id)).map(|p| (p.side, p.quantity));
+        let position =
+            engine.position(&pid, &self.row.symbol, Some(&self.row.id)).map(|p| (p.side, p.quantity));
         match decision.intent {
             Intent::Target => {
                 let want = match decision.direction {
@@ -184,8 +192,13 @@ impl BotRuntime {
             Side::Sell => book.best_bid()?,
         };
         let s = side.sign();
-        let tp = self.config.take_profit_pct.filter(|p| *p > Decimal::ZERO).map(|p| entry * (Decimal::ONE + s * p));
-        let sl = self.config.stop_loss_pct.filter(|p| *p > Decimal::ZERO).map(|p| entry * (Decimal::ONE - s * p));
+        let tp = self
+            .config
+            .take_profit_pct
+            .filter(|p| *p > Decimal::ZERO)
+            .map(|p| entry * (Decimal::ONE + s * p));
+        let sl =
+            self.config.stop_loss_pct.filter(|p| *p > Decimal::ZERO).map(|p| entry * (Decimal::ONE - s * p));
         let (tp, sl) = match side {
             Side::Buy => (tp.map(|p| inst.ceil_tick(p)), sl.map(|p| inst.floor_tick(p))),
             Side::Sell => (tp.map(|p| inst.floor_tick(p)), sl.map(|p| inst.ceil_tick(p))),
@@ -194,14 +207,22 @@ impl BotRuntime {
     }
 
     /// Place an order; a denial becomes an `order_denied` lifecycle row. True if accepted.
-    fn submit(&self, engine: &mut Engine, order: NewOrder, signal_id: &str, now_ms: i64, out: &mut Vec<Effect>) -> bool {
+    fn submit(
+        &self,
+        engine: &mut Engine,
+        order: NewOrder,
+        signal_id: &str,
+        now_ms: i64,
+        out: &mut Vec<Effect>,
+    ) -> bool {
         match engine.place_order(order, now_ms) {
             Ok(effects) => {
                 out.extend(effects);
                 true
             }
             Err(denied) => {
-                let detail = json!({"signal_id": signal_id, "reason": denied.reason, "message": denied.message});
+                let detail =
+                    json!({"signal_id": signal_id, "reason": denied.reason, "message": denied.message});
                 self.note(engine, out, "order_denied", detail, now_ms);
                 false
             }

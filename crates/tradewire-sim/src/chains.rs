@@ -25,19 +25,29 @@ impl Engine {
             ChainRole::Entry => {
                 let done = row.status == OrderStatus::Filled;
                 let event = if done { "entry_filled" } else { "entry_partially_filled" };
-                let detail = json!({"order_id": row.id, "filled_quantity": row.filled_quantity, "delta": delta});
+                let detail =
+                    json!({"order_id": row.id, "filled_quantity": row.filled_quantity, "delta": delta});
                 self.record(out, &user, LifecycleEntity::Chain, &cid, event, detail, now_ms);
                 if done && let Some(c) = self.chains.get_mut(&cid) {
                     c.entry_open = false;
                 }
                 let key = order_key(row);
-                let has_position = self.positions.get(&key).is_some_and(|p| Side::opening(p.row.side) == row.side);
+                let has_position =
+                    self.positions.get(&key).is_some_and(|p| Side::opening(p.row.side) == row.side);
                 if chain.tp_order.is_none() && chain.sl_order.is_none() {
                     if has_position {
                         self.place_exits(&cid, row, now_ms, out);
                     } else {
                         let detail = json!({"reason": "no_position"});
-                        self.record(out, &user, LifecycleEntity::Chain, &cid, "exits_skipped", detail, now_ms);
+                        self.record(
+                            out,
+                            &user,
+                            LifecycleEntity::Chain,
+                            &cid,
+                            "exits_skipped",
+                            detail,
+                            now_ms,
+                        );
                     }
                 } else {
                     let mut resized = Vec::new();
@@ -51,19 +61,34 @@ impl Engine {
                     }
                     if !resized.is_empty() {
                         let detail = json!({"exits": resized});
-                        self.record(out, &user, LifecycleEntity::Chain, &cid, "exits_resized", detail, now_ms);
+                        self.record(
+                            out,
+                            &user,
+                            LifecycleEntity::Chain,
+                            &cid,
+                            "exits_resized",
+                            detail,
+                            now_ms,
+                        );
                     }
                 }
                 self.complete_chain_if_done(&cid, now_ms, out);
             }
             ChainRole::TakeProfit | ChainRole::StopLoss => {
                 let full = row.status == OrderStatus::Filled;
-                let event = format!("{}_{}", role_name(role), if full { "filled" } else { "partially_filled" });
-                let detail = json!({"order_id": row.id, "filled_quantity": row.filled_quantity, "delta": delta});
+                let event =
+                    format!("{}_{}", role_name(role), if full { "filled" } else { "partially_filled" });
+                let detail =
+                    json!({"order_id": row.id, "filled_quantity": row.filled_quantity, "delta": delta});
                 self.record(out, &user, LifecycleEntity::Chain, &cid, &event, detail, now_ms);
-                let other = if role == ChainRole::TakeProfit { chain.sl_order.clone() } else { chain.tp_order.clone() };
+                let other = if role == ChainRole::TakeProfit {
+                    chain.sl_order.clone()
+                } else {
+                    chain.tp_order.clone()
+                };
                 if let Some(seq) = other.and_then(|id| self.order_index.get(&id).copied()) {
-                    let shrink_to = self.orders.get(&seq).map(|o| (o.row.quantity - delta).max(o.row.filled_quantity));
+                    let shrink_to =
+                        self.orders.get(&seq).map(|o| (o.row.quantity - delta).max(o.row.filled_quantity));
                     match shrink_to {
                         Some(q) if !full && q > self.orders[&seq].row.filled_quantity => {
                             let o = self.orders.get_mut(&seq).expect("open order");
@@ -72,7 +97,15 @@ impl Engine {
                             let r = o.row.clone();
                             out.push(Effect::OrderUpserted(r.clone()));
                             let detail = json!({"order_id": r.id, "quantity": r.quantity});
-                            self.record(out, &user, LifecycleEntity::Chain, &cid, "exit_resized", detail, now_ms);
+                            self.record(
+                                out,
+                                &user,
+                                LifecycleEntity::Chain,
+                                &cid,
+                                "exit_resized",
+                                detail,
+                                now_ms,
+                            );
                         }
                         Some(_) => self.end_order(seq, OrderStatus::Canceled, "oco", now_ms, out),
                         None => {}
@@ -84,7 +117,13 @@ impl Engine {
     }
 
     /// A chain order ended without filling completely (canceled, expired, rejected).
-    pub(crate) fn on_chain_order_ended(&mut self, row: &Order, reason: &str, now_ms: i64, out: &mut Vec<Effect>) {
+    pub(crate) fn on_chain_order_ended(
+        &mut self,
+        row: &Order,
+        reason: &str,
+        now_ms: i64,
+        out: &mut Vec<Effect>,
+    ) {
         let (Some(cid), Some(role)) = (row.chain_id.clone(), row.chain_role) else { return };
         let Some(chain) = self.chains.get_mut(&cid) else { return };
         let user = chain.user_id.clone();
@@ -107,7 +146,8 @@ impl Engine {
 
     fn place_exits(&mut self, cid: &str, entry: &Order, now_ms: i64, out: &mut Vec<Effect>) {
         let Some(chain) = self.chains.get(cid).cloned() else { return };
-        let leverage = self.order_index.get(&entry.id).and_then(|s| self.orders.get(s)).map(|o| o.leverage).unwrap_or(1);
+        let leverage =
+            self.order_index.get(&entry.id).and_then(|s| self.orders.get(s)).map(|o| o.leverage).unwrap_or(1);
         let mut ids = Vec::new();
         for (role, trigger, order_type) in [
             (ChainRole::TakeProfit, chain.take_profit, OrderType::TakeProfit),
@@ -137,9 +177,15 @@ impl Engine {
                 ..entry.clone()
             };
             out.push(Effect::OrderUpserted(row.clone()));
-            let detail = json!({"chain_id": cid, "role": role, "stop_price": trigger, "quantity": row.quantity});
+            let detail =
+                json!({"chain_id": cid, "role": role, "stop_price": trigger, "quantity": row.quantity});
             self.record(out, &row.user_id, LifecycleEntity::Order, &id, "accepted", detail, now_ms);
-            self.insert_order(OrderState { row, reserved: Decimal::ZERO, leverage, filled_notional: Decimal::ZERO });
+            self.insert_order(OrderState {
+                row,
+                reserved: Decimal::ZERO,
+                leverage,
+                filled_notional: Decimal::ZERO,
+            });
             if let Some(c) = self.chains.get_mut(cid) {
                 match role {
                     ChainRole::TakeProfit => c.tp_order = Some(id.clone()),
@@ -154,7 +200,10 @@ impl Engine {
 
     fn complete_chain_if_done(&mut self, cid: &str, now_ms: i64, out: &mut Vec<Effect>) {
         let Some(chain) = self.chains.get(cid) else { return };
-        let exit_open = [&chain.tp_order, &chain.sl_order].into_iter().flatten().any(|id| self.order_index.contains_key(id));
+        let exit_open = [&chain.tp_order, &chain.sl_order]
+            .into_iter()
+            .flatten()
+            .any(|id| self.order_index.contains_key(id));
         if chain.entry_open || exit_open {
             return;
         }

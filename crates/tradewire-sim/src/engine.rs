@@ -56,9 +56,7 @@ impl SymbolView {
 /// An order chain: an entry with a take-profit and/or a stop-loss exit.
 #[derive(Debug, Clone)]
 pub(crate) struct Chain {
-    pub id: String,
     pub user_id: String,
-    pub entry: String,
     pub entry_side: Side,
     pub take_profit: Option<Decimal>,
     pub stop_loss: Option<Decimal>,
@@ -96,7 +94,12 @@ pub struct Engine {
 }
 
 /// Walk one side of `book` for `qty`, not past `limit`: the (price, quantity) taken per level.
-pub(crate) fn walk(book: &BookView, side: Side, limit: Option<Decimal>, qty: Decimal) -> Vec<(Decimal, Decimal)> {
+pub(crate) fn walk(
+    book: &BookView,
+    side: Side,
+    limit: Option<Decimal>,
+    qty: Decimal,
+) -> Vec<(Decimal, Decimal)> {
     let mut left = qty;
     let mut out = Vec::new();
     let mut take = |p: Decimal, q: Decimal| -> bool {
@@ -151,7 +154,8 @@ impl Engine {
         let symbols = instruments
             .into_iter()
             .map(|inst| {
-                let v = SymbolView { inst, book: BookView::default(), has_book: false, last: None, mark: None };
+                let v =
+                    SymbolView { inst, book: BookView::default(), has_book: false, last: None, mark: None };
                 (v.inst.symbol.clone(), v)
             })
             .collect();
@@ -261,7 +265,12 @@ impl Engine {
     }
 
     /// Cancel an open order of `user_id`.
-    pub fn cancel_order(&mut self, user_id: &str, order_id: &str, now_ms: i64) -> Result<Vec<Effect>, Denied> {
+    pub fn cancel_order(
+        &mut self,
+        user_id: &str,
+        order_id: &str,
+        now_ms: i64,
+    ) -> Result<Vec<Effect>, Denied> {
         let seq = match self.order_index.get(order_id) {
             Some(s) if self.orders.get(s).is_some_and(|o| o.row.user_id == user_id) => *s,
             _ => return deny(DenyReason::UnknownOrder, format!("no open order {order_id}")),
@@ -274,8 +283,14 @@ impl Engine {
 
     /// Close an open position of `user_id` with a reduce-only market order. Allowed while
     /// the portfolio is halted and whatever its bot's status (it is the user acting).
-    pub fn close_position(&mut self, user_id: &str, position_id: &str, now_ms: i64) -> Result<Vec<Effect>, Denied> {
-        let Some(p) = self.positions.values().find(|p| p.row.id == position_id && p.row.user_id == user_id) else {
+    pub fn close_position(
+        &mut self,
+        user_id: &str,
+        position_id: &str,
+        now_ms: i64,
+    ) -> Result<Vec<Effect>, Denied> {
+        let Some(p) = self.positions.values().find(|p| p.row.id == position_id && p.row.user_id == user_id)
+        else {
             return deny(DenyReason::UnknownPosition, format!("no open position {position_id}"));
         };
         let row = &p.row;
@@ -283,7 +298,13 @@ impl Engine {
             bot_id: row.bot_id.clone(),
             reduce_only: true,
             leverage: row.leverage,
-            ..NewOrder::market(user_id, &row.portfolio_id, &row.symbol, Side::opening(row.side).opposite(), row.quantity)
+            ..NewOrder::market(
+                user_id,
+                &row.portfolio_id,
+                &row.symbol,
+                Side::opening(row.side).opposite(),
+                row.quantity,
+            )
         };
         self.place(new, now_ms, true)
     }
@@ -304,7 +325,12 @@ impl Engine {
         out
     }
 
-    pub(crate) fn place(&mut self, new: NewOrder, now_ms: i64, user_close: bool) -> Result<Vec<Effect>, Denied> {
+    pub(crate) fn place(
+        &mut self,
+        new: NewOrder,
+        now_ms: i64,
+        user_close: bool,
+    ) -> Result<Vec<Effect>, Denied> {
         let plan = self.validate(&new, user_close)?;
         let mut out = Vec::new();
         let seq = self.accept(new, plan, now_ms, &mut out);
@@ -322,22 +348,25 @@ impl Engine {
         let Some(acct) = self.accounts.get(&new.portfolio_id).filter(|a| a.row.user_id == new.user_id) else {
             return deny(UnknownPortfolio, format!("no portfolio {} for this user", new.portfolio_id));
         };
-        if let Some(bot_id) = &new.bot_id {
+        // A user closing a position bypasses the gate of the bot that opened it (even a
+        // stopped or removed bot).
+        if let Some(bot_id) = new.bot_id.as_ref().filter(|_| !user_close) {
             let Some(gate) = self.bots.get(bot_id).filter(|g| g.user_id == new.user_id) else {
                 return deny(UnknownBot, format!("no bot {bot_id} for this user"));
             };
-            if !user_close {
-                match gate.status {
-                    BotStatus::Stopped => return deny(BotStopped, format!("bot {bot_id} is stopped")),
-                    BotStatus::Paused if !new.reduce_only => {
-                        return deny(BotPaused, format!("bot {bot_id} is paused: it may only reduce positions"));
-                    }
-                    _ => {}
+            match gate.status {
+                BotStatus::Stopped => return deny(BotStopped, format!("bot {bot_id} is stopped")),
+                BotStatus::Paused if !new.reduce_only => {
+                    return deny(BotPaused, format!("bot {bot_id} is paused: it may only reduce positions"));
                 }
+                _ => {}
             }
         }
         if self.halted.contains(&new.portfolio_id) && !new.reduce_only {
-            return deny(CircuitBreakerHalted, "the circuit breaker halted this portfolio: only reduce-only orders");
+            return deny(
+                CircuitBreakerHalted,
+                "the circuit breaker halted this portfolio: only reduce-only orders",
+            );
         }
         if new.quantity <= Decimal::ZERO {
             return deny(InvalidQuantity, "quantity must be positive");
@@ -404,7 +433,10 @@ impl Engine {
         if let Some(stop) = new.stop_price
             && triggers(new.order_type, new.side, stop, last)
         {
-            return deny(WouldTriggerImmediately, format!("last price {last} is already past the stop price"));
+            return deny(
+                WouldTriggerImmediately,
+                format!("last price {last} is already past the stop price"),
+            );
         }
         let touch = match new.side {
             Side::Buy => ask,
@@ -423,7 +455,10 @@ impl Engine {
                 }
                 let profit_side = (p - entry) * s > Decimal::ZERO;
                 if profit_side != is_tp || p == entry {
-                    return deny(InvalidChain, "take-profit must be beyond the entry price, stop-loss before it");
+                    return deny(
+                        InvalidChain,
+                        "take-profit must be beyond the entry price, stop-loss before it",
+                    );
                 }
             }
         }
@@ -459,7 +494,7 @@ impl Engine {
             let notional = new.quantity * reference;
             money(notional / Decimal::from(new.leverage) + notional * inst.taker_fee)
         };
-        if reserve > acct.row.margin_available {
+        if reserve > Decimal::ZERO && reserve > acct.row.margin_available {
             return deny(
                 InsufficientMargin,
                 format!("needs {reserve} margin, {} available", acct.row.margin_available),
@@ -496,7 +531,12 @@ impl Engine {
             updated_at: now_ms,
         };
         let leverage = if new.reduce_only { new.leverage.max(1) } else { new.leverage };
-        let seq = self.insert_order(OrderState { row, reserved: plan.reserve, leverage, filled_notional: Decimal::ZERO });
+        let seq = self.insert_order(OrderState {
+            row,
+            reserved: plan.reserve,
+            leverage,
+            filled_notional: Decimal::ZERO,
+        });
         let o = &self.orders[&seq].row;
         out.push(Effect::OrderUpserted(o.clone()));
         let detail = json!({
@@ -513,9 +553,7 @@ impl Engine {
         self.flush(now_ms, out);
         if let (Some(cid), Some(spec)) = (chain_id, new.chain) {
             let chain = Chain {
-                id: cid.clone(),
                 user_id: user.clone(),
-                entry: id.clone(),
                 entry_side: new.side,
                 take_profit: spec.take_profit,
                 stop_loss: spec.stop_loss,
@@ -524,7 +562,8 @@ impl Engine {
                 entry_open: true,
             };
             self.chains.insert(cid.clone(), chain);
-            let detail = json!({"entry_order_id": id, "take_profit": spec.take_profit, "stop_loss": spec.stop_loss});
+            let detail =
+                json!({"entry_order_id": id, "take_profit": spec.take_profit, "stop_loss": spec.stop_loss});
             self.record(out, &user, LifecycleEntity::Chain, &cid, "created", detail, now_ms);
         }
         seq
@@ -584,8 +623,12 @@ impl Engine {
     pub(crate) fn flush(&mut self, now_ms: i64, out: &mut Vec<Effect>) {
         let touched = std::mem::take(&mut self.touched);
         for pid in touched {
-            let unrealized: Decimal =
-                self.positions.values().filter(|p| p.row.portfolio_id == pid).map(|p| p.row.unrealized_pnl).sum();
+            let unrealized: Decimal = self
+                .positions
+                .values()
+                .filter(|p| p.row.portfolio_id == pid)
+                .map(|p| p.row.unrealized_pnl)
+                .sum();
             if let Some(acct) = self.accounts.get_mut(&pid) {
                 acct.revalue(unrealized);
                 if let Some(row) = acct.take_update(now_ms) {

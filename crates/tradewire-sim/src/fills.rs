@@ -9,8 +9,8 @@ use crate::accounts::money;
 use crate::engine::{Engine, PositionKey, walk};
 use crate::market::{MarketEvent, Trade};
 use crate::model::{
-    Effect, Fill, LifecycleEntity, Liquidity, Order, OrderStatus, OrderType, Position, PositionSide, PositionStatus,
-    Side, TimeInForce,
+    Effect, Fill, LifecycleEntity, Liquidity, Order, OrderStatus, OrderType, Position, PositionSide,
+    PositionStatus, Side, TimeInForce,
 };
 use crate::orders::{OrderState, transition, triggers};
 use crate::positions::PositionState;
@@ -215,7 +215,12 @@ impl Engine {
                 });
             } else {
                 p.revalue(valuation, inst);
-                changes.push(PosChange { before: Some(before), after: p.row.clone(), gross: p.gross_realized, fees: p.fees });
+                changes.push(PosChange {
+                    before: Some(before),
+                    after: p.row.clone(),
+                    gross: p.gross_realized,
+                    fees: p.fees,
+                });
             }
         }
         if open_qty > Decimal::ZERO {
@@ -288,7 +293,14 @@ impl Engine {
     }
 
     /// End an open order as canceled, expired or rejected, releasing its reserve.
-    pub(crate) fn end_order(&mut self, seq: u64, to: OrderStatus, reason: &str, now_ms: i64, out: &mut Vec<Effect>) {
+    pub(crate) fn end_order(
+        &mut self,
+        seq: u64,
+        to: OrderStatus,
+        reason: &str,
+        now_ms: i64,
+        out: &mut Vec<Effect>,
+    ) {
         let Some(o) = self.orders.get(&seq) else { return };
         if !o.row.status.can_become(to) {
             self.transition_errors += 1;
@@ -302,7 +314,8 @@ impl Engine {
         }
         o.row.updated_at = now_ms;
         out.push(Effect::OrderUpserted(o.row.clone()));
-        let detail = json!({"from": from, "to": to, "reason": reason, "filled_quantity": o.row.filled_quantity});
+        let detail =
+            json!({"from": from, "to": to, "reason": reason, "filled_quantity": o.row.filled_quantity});
         self.record(out, &o.row.user_id, LifecycleEntity::Order, &o.row.id, to.as_str(), detail, now_ms);
         self.touched.insert(o.row.portfolio_id.clone());
         self.on_chain_order_ended(&o.row, reason, now_ms, out);
@@ -315,7 +328,9 @@ impl Engine {
         let stale: Vec<u64> = self
             .orders
             .iter()
-            .filter(|(_, o)| o.row.reduce_only && order_key(&o.row) == *key && open_side.is_none_or(|s| s == o.row.side))
+            .filter(|(_, o)| {
+                o.row.reduce_only && order_key(&o.row) == *key && open_side.is_none_or(|s| s == o.row.side)
+            })
             .map(|(s, _)| *s)
             .collect();
         for s in stale {
@@ -340,7 +355,8 @@ impl Engine {
                     s.ts
                 }
                 MarketEvent::BookDelta(d) => {
-                    view.has_book = view.has_book && view.book.apply_delta(d.update_id, d.prev_update_id, &d.bids, &d.asks);
+                    view.has_book = view.has_book
+                        && view.book.apply_delta(d.update_id, d.prev_update_id, &d.bids, &d.asks);
                     self.fill_resting_by_book(&symbol, d.ts, &mut out);
                     d.ts
                 }
@@ -465,7 +481,8 @@ impl Engine {
                 out.push(Effect::PositionUpserted(row.clone()));
                 self.touched.insert(row.portfolio_id.clone());
                 if let Some(event) = event {
-                    let maintenance = self.positions.get(&key).map(|p| p.maintenance(mark, &inst)).unwrap_or_default();
+                    let maintenance =
+                        self.positions.get(&key).map(|p| p.maintenance(mark, &inst)).unwrap_or_default();
                     let detail = json!({
                         "mark_price": mark, "margin": row.margin, "unrealized_pnl": row.unrealized_pnl,
                         "maintenance_margin": maintenance, "liquidation_price": row.liquidation_price,
@@ -510,7 +527,8 @@ impl Engine {
             updated_at: now_ms,
         };
         out.push(Effect::OrderUpserted(row.clone()));
-        let detail = json!({"reason": "liquidation", "position_id": pos.id, "mark_price": mark, "price": price});
+        let detail =
+            json!({"reason": "liquidation", "position_id": pos.id, "mark_price": mark, "price": price});
         self.record(out, &pos.user_id, LifecycleEntity::Order, &id, "accepted", detail, now_ms);
         let seq = self.insert_order(OrderState {
             row,
@@ -518,7 +536,11 @@ impl Engine {
             leverage: pos.leverage,
             filled_notional: Decimal::ZERO,
         });
-        let mode = FillMode { liquidity: Liquidity::Taker, fee: Some(fee), close_status: PositionStatus::Liquidated };
+        let mode = FillMode {
+            liquidity: Liquidity::Taker,
+            fee: Some(fee),
+            close_status: PositionStatus::Liquidated,
+        };
         self.execute_fills(seq, &[(price, pos.quantity)], mode, now_ms, out);
     }
 }

@@ -156,7 +156,10 @@ mod tests {
         for s in &symbols {
             assert!(s.instrument.is_on_tick(s.start_price), "{}", s.instrument.symbol);
             assert!(s.instrument.max_leverage >= 1);
-            assert!(s.instrument.maintenance_margin_rate < Decimal::ONE / Decimal::from(s.instrument.max_leverage));
+            assert!(
+                s.instrument.maintenance_margin_rate
+                    < Decimal::ONE / Decimal::from(s.instrument.max_leverage)
+            );
             assert!(s.annual_volatility > 0.0);
         }
     }

@@ -312,7 +312,14 @@ impl SymbolState {
         Mark { symbol: self.instrument.symbol.clone(), price: self.instrument.price_from_f64(self.mark), ts }
     }
 
-    fn step(&mut self, dt_ms: i64, now_ms: i64, emit_mark: bool, config: &MarketConfig, out: &mut Vec<MarketEvent>) {
+    fn step(
+        &mut self,
+        dt_ms: i64,
+        now_ms: i64,
+        emit_mark: bool,
+        config: &MarketConfig,
+        out: &mut Vec<MarketEvent>,
+    ) {
         // Price process.
         let dt = dt_ms as f64 / MS_PER_YEAR;
         let z = normal(&mut self.rng);
@@ -507,7 +514,11 @@ mod tests {
                 match e {
                     MarketEvent::BookSnapshot(s) => {
                         assert_eq!(s.bids.len(), 20);
-                        views.entry(s.symbol.clone()).or_default().apply_snapshot(s.update_id, &s.bids, &s.asks);
+                        views.entry(s.symbol.clone()).or_default().apply_snapshot(
+                            s.update_id,
+                            &s.bids,
+                            &s.asks,
+                        );
                     }
                     MarketEvent::BookDelta(d) => {
                         let v = views.get_mut(&d.symbol).expect("snapshot first");

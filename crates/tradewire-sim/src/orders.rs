@@ -28,7 +28,10 @@ impl OrderStatus {
 
     /// Filled, canceled, rejected and expired orders never change again.
     pub fn is_terminal(self) -> bool {
-        matches!(self, OrderStatus::Filled | OrderStatus::Canceled | OrderStatus::Rejected | OrderStatus::Expired)
+        matches!(
+            self,
+            OrderStatus::Filled | OrderStatus::Canceled | OrderStatus::Rejected | OrderStatus::Expired
+        )
     }
 }
 
@@ -132,7 +135,11 @@ impl NewOrder {
         quantity: Decimal,
         price: Decimal,
     ) -> Self {
-        NewOrder { order_type: OrderType::Limit, price: Some(price), ..Self::market(user_id, portfolio_id, symbol, side, quantity) }
+        NewOrder {
+            order_type: OrderType::Limit,
+            price: Some(price),
+            ..Self::market(user_id, portfolio_id, symbol, side, quantity)
+        }
     }
 
     /// A stop (`OrderType::Stop`) or take-profit trigger order without a limit price.
@@ -145,7 +152,11 @@ impl NewOrder {
         quantity: Decimal,
         stop_price: Decimal,
     ) -> Self {
-        NewOrder { order_type, stop_price: Some(stop_price), ..Self::market(user_id, portfolio_id, symbol, side, quantity) }
+        NewOrder {
+            order_type,
+            stop_price: Some(stop_price),
+            ..Self::market(user_id, portfolio_id, symbol, side, quantity)
+        }
     }
 }
 
@@ -263,7 +274,8 @@ impl OrderState {
 
     /// An untriggered stop or take-profit order.
     pub fn is_waiting_trigger(&self) -> bool {
-        self.row.status == OrderStatus::New && matches!(self.row.order_type, OrderType::Stop | OrderType::TakeProfit)
+        self.row.status == OrderStatus::New
+            && matches!(self.row.order_type, OrderType::Stop | OrderType::TakeProfit)
     }
 }
 

@@ -24,7 +24,13 @@ impl RiskState {
     /// Start watching from `equity` at `now_ms`. `fresh` rows have never been stored.
     pub fn new(row: Risk, equity: Decimal, now_ms: i64, fresh: bool) -> Self {
         let emitted = (!fresh).then(|| row.clone());
-        RiskState { row, day: now_ms.div_euclid(DAY_MS), day_start_equity: equity, peak_equity: equity, emitted }
+        RiskState {
+            row,
+            day: now_ms.div_euclid(DAY_MS),
+            day_start_equity: equity,
+            peak_equity: equity,
+            emitted,
+        }
     }
 
     /// A default row: armed, limits 0 (disabled).
@@ -61,7 +67,9 @@ impl RiskState {
         if self.row.circuit_breaker != CircuitBreaker::Armed {
             return None;
         }
-        let reason = if self.row.daily_loss_limit > Decimal::ZERO && self.row.daily_pnl <= -self.row.daily_loss_limit {
+        let reason = if self.row.daily_loss_limit > Decimal::ZERO
+            && self.row.daily_pnl <= -self.row.daily_loss_limit
+        {
             Some("daily_loss_limit")
         } else if self.row.max_drawdown > Decimal::ZERO && self.row.drawdown >= self.row.max_drawdown {
             Some("max_drawdown")

@@ -155,7 +155,13 @@ pub struct MeanReversion {
 
 impl MeanReversion {
     pub fn new(window: usize, entry_z: f64, exit_z: f64) -> Self {
-        MeanReversion { window: window.max(2), entry_z, exit_z, prices: VecDeque::new(), stance: Direction::Flat }
+        MeanReversion {
+            window: window.max(2),
+            entry_z,
+            exit_z,
+            prices: VecDeque::new(),
+            stance: Direction::Flat,
+        }
     }
 
     pub fn on_price(&mut self, price: Decimal) -> Option<Decision> {
@@ -251,9 +257,11 @@ impl Strategy {
     pub fn from_name(name: &str, config: &BotConfig) -> Option<Strategy> {
         match name {
             "ma_crossover" => Some(Strategy::MaCrossover(MaCrossover::new(config.fast, config.slow))),
-            "mean_reversion" => {
-                Some(Strategy::MeanReversion(MeanReversion::new(config.window, config.entry_z, config.exit_z)))
-            }
+            "mean_reversion" => Some(Strategy::MeanReversion(MeanReversion::new(
+                config.window,
+                config.entry_z,
+                config.exit_z,
+            ))),
             "grid" => Some(Strategy::Grid(Grid::new(config.grid_step_pct))),
             _ => None,
         }
@@ -307,7 +315,12 @@ mod tests {
         let intents: Vec<Intent> = d.iter().map(|d| d.intent).collect();
         assert_eq!(
             intents,
-            vec![Intent::Step(Side::Buy), Intent::Step(Side::Buy), Intent::Step(Side::Sell), Intent::Step(Side::Sell)]
+            vec![
+                Intent::Step(Side::Buy),
+                Intent::Step(Side::Buy),
+                Intent::Step(Side::Sell),
+                Intent::Step(Side::Sell)
+            ]
         );
     }
 
@@ -315,7 +328,8 @@ mod tests {
     fn unknown_strategy_and_config_defaults() {
         assert!(Strategy::from_name("martingale", &BotConfig::default()).is_none());
         let cfg: BotConfig =
-            serde_json::from_value(serde_json::json!({"fast": 3, "take_profit_pct": null, "extra": 1})).expect("config");
+            serde_json::from_value(serde_json::json!({"fast": 3, "take_profit_pct": null, "extra": 1}))
+                .expect("config");
         assert_eq!(cfg.fast, 3);
         assert_eq!(cfg.take_profit_pct, None);
         assert_eq!(cfg.slow, 20);
