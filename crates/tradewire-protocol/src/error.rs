@@ -19,6 +19,8 @@ pub enum ErrorCode {
     RateLimited,
     PayloadTooLarge,
     ResyncRequired,
+    /// A trading command the venue refused (pre-trade check); the message names the reason.
+    OrderRejected,
     Unavailable,
     Internal,
 }
@@ -38,6 +40,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::ResyncRequired => "resync_required",
+            ErrorCode::OrderRejected => "order_rejected",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
         }

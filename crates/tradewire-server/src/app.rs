@@ -19,6 +19,7 @@ use crate::auth::{Tokens, load_or_create_secret};
 use crate::changefeed::{ChangeLog, pump};
 use crate::config::Config;
 use crate::db::{Db, seed};
+use crate::sim::SimHandle;
 use crate::{api, gateway, web};
 
 /// What every handler and session shares. Cheap to clone.
@@ -33,6 +34,8 @@ pub struct Inner {
     /// Public market data, conflated per session (fed by a market source).
     pub market: MarketBus,
     pub tokens: Tokens,
+    /// The running paper-trading simulator, when configured.
+    pub sim: Option<SimHandle>,
     /// Cancelled in the drain step "close sessions with 1001".
     pub sessions_close: CancellationToken,
     /// Every WebSocket and SSE session task.
@@ -61,6 +64,7 @@ impl AppState {
 /// A built server, ready to serve (tests reach into its state).
 pub struct Server {
     state: AppState,
+    sim_commands: Option<tokio::sync::mpsc::Receiver<crate::sim::Command>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -82,7 +86,15 @@ impl Server {
         }
         let secret = load_or_create_secret(config.jwt_secret.as_ref(), &config.data_dir)
             .map_err(|source| StartError::Secret { dir: config.data_dir.display().to_string(), source })?;
+        let (sim, sim_commands) = match config.simulator {
+            true => {
+                let (handle, rx) = SimHandle::channel();
+                (Some(handle), Some(rx))
+            }
+            false => (None, None),
+        };
         let state = AppState(Arc::new(Inner {
+            sim,
             tokens: Tokens::new(&secret, config.token_ttl_secs),
             log: ChangeLog::new(db.clone()),
             hub: Hub::new(config.queue_limits()),
@@ -96,7 +108,7 @@ impl Server {
             pump_running: AtomicBool::new(false),
             config,
         }));
-        Ok(Self { state })
+        Ok(Self { state, sim_commands })
     }
 
     pub fn state(&self) -> &AppState {
@@ -117,7 +129,7 @@ impl Server {
     /// Serve on `listener` until `shutdown` is cancelled, then drain in order: stop
     /// accepting → let the pump publish what is committed → close sessions with 1001 →
     /// close the database. Each step has a deadline.
-    pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    pub async fn serve(mut self, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
         let state = self.state.clone();
         let addr: SocketAddr = listener.local_addr()?;
         let pump_stop = CancellationToken::new();
@@ -135,6 +147,11 @@ impl Server {
                 r
             })
         };
+        let sim_stop = CancellationToken::new();
+        let sim = self.sim_commands.take().map(|rx| {
+            let (db, bus, settings) = (state.db.clone(), state.market.clone(), state.config.sim_settings());
+            tokio::spawn(crate::sim::run(db, bus, settings, rx, sim_stop.clone()))
+        });
         let accept_stop = CancellationToken::new();
         let http = tokio::spawn(
             axum::serve(listener, self.router())
@@ -147,6 +164,13 @@ impl Server {
         let deadline = Duration::from_millis(state.config.shutdown_timeout_ms);
         tracing::info!("shutdown: stop accepting");
         accept_stop.cancel();
+        if let Some(sim) = sim {
+            tracing::info!("shutdown: stopping the simulator");
+            sim_stop.cancel();
+            if tokio::time::timeout(deadline, sim).await.is_err() {
+                tracing::warn!("the simulator did not stop in time");
+            }
+        }
         tracing::info!("shutdown: draining the pump");
         pump_stop.cancel();
         match tokio::time::timeout(deadline, pump).await {

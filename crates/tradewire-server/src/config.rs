@@ -59,8 +59,14 @@ pub struct Config {
     pub shutdown_timeout_ms: u64,
     /// Seed demo users, portfolios and bots into an empty database.
     pub demo: bool,
-    /// Enable `/v1/testing/*` endpoints.
+    /// Enable `/v1/testing/*` endpoints (always on in demo mode).
     pub testing_endpoints: bool,
+    /// Run the paper-trading simulator (market data, order matching, bots).
+    pub simulator: bool,
+    /// The simulator's seed: the same seed and commands give the same change log.
+    pub sim_seed: u64,
+    /// Simulator steps (market ticks per symbol) per second.
+    pub sim_ticks_per_second: u32,
     /// Connections in the SQLite pool.
     pub db_pool_size: u32,
     pub log_format: LogFormat,
@@ -88,6 +94,9 @@ impl Default for Config {
             shutdown_timeout_ms: 10_000,
             demo: true,
             testing_endpoints: false,
+            simulator: true,
+            sim_seed: 42,
+            sim_ticks_per_second: 4,
             db_pool_size: 8,
             log_format: LogFormat::Pretty,
             log: "info".into(),
@@ -106,6 +115,8 @@ pub struct Overrides {
     pub demo: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_format: Option<LogFormat>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub simulator: Option<bool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +149,13 @@ impl Config {
             retention: Duration::from_secs(self.retention_secs),
             prune_every: Duration::from_secs(60),
             batch: 1000,
+        }
+    }
+
+    pub fn sim_settings(&self) -> crate::sim::SimSettings {
+        crate::sim::SimSettings {
+            seed: self.sim_seed,
+            ticks_per_second: self.sim_ticks_per_second.clamp(1, 100),
         }
     }
 

@@ -33,6 +33,9 @@ enum Command {
         /// Do not seed demo users and bots.
         #[arg(long)]
         no_demo: bool,
+        /// Do not run the paper-trading simulator (no market data, orders rest as placed).
+        #[arg(long)]
+        no_sim: bool,
         /// Log as JSON lines.
         #[arg(long)]
         json_logs: bool,
@@ -75,10 +78,11 @@ fn config(cli: &Cli, overrides: Overrides) -> anyhow::Result<Config> {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match &cli.command {
-        Command::Serve { listen, no_demo, json_logs } => {
+        Command::Serve { listen, no_demo, no_sim, json_logs } => {
             let overrides = Overrides {
                 listen: *listen,
                 demo: no_demo.then_some(false),
+                simulator: no_sim.then_some(false),
                 log_format: json_logs.then_some(LogFormat::Json),
                 ..Overrides::default()
             };

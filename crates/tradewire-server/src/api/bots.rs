@@ -36,6 +36,17 @@ pub struct BotPatch {
     config: Option<Value>,
 }
 
+/// Bot changes take effect in the simulator at once (it also re-reads bots every second,
+/// which covers writers other than the API).
+async fn follow(state: &AppState) {
+    if let Some(Err(e)) = match &state.sim {
+        Some(sim) => Some(sim.sync_bots().await),
+        None => None,
+    } {
+        tracing::warn!(?e, "the simulator did not take the bot change");
+    }
+}
+
 fn check_text(field: &str, v: &str) -> ApiResult<()> {
     if v.trim().is_empty() || v.len() > 100 {
         return Err(ApiError::bad_request(format!("`{field}` has 1 to 100 characters")));
@@ -92,6 +103,7 @@ pub async fn create(
             owned_row(tx, &catalog, "bots", &user.id, &id)
         })
         .await?;
+    follow(&state).await;
     Ok((StatusCode::CREATED, Json(row)))
 }
 
@@ -137,6 +149,7 @@ pub async fn update(
             owned_row(tx, &catalog, "bots", &user.id, &id)
         })
         .await?;
+    follow(&state).await;
     Ok(Json(row))
 }
 
@@ -156,7 +169,9 @@ pub async fn remove(
             tx.execute("DELETE FROM trading_bots WHERE id = ?1 AND user_id = ?2", params![id, user.id])?;
             Ok(StatusCode::NO_CONTENT)
         })
-        .await
+        .await?;
+    follow(&state).await;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `POST /v1/bots/{id}/start|pause|stop`. Asking for the state a bot is already in changes
@@ -172,7 +187,7 @@ pub async fn command(
         "stop" => "stopped",
         _ => return Err(ApiError::not_found("action")),
     };
-    change_owned_row(&state, user, "bots", id, move |tx, bot, user_id| {
+    let row = change_owned_row(&state, user, "bots", id, move |tx, bot, user_id| {
         let current = bot.get("status").and_then(Value::as_str).unwrap_or_default();
         if current == target {
             return Ok(());
@@ -192,5 +207,7 @@ pub async fn command(
         )?;
         Ok(())
     })
-    .await
+    .await?;
+    follow(&state).await;
+    Ok(row)
 }

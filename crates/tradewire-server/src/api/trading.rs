@@ -18,6 +18,8 @@ use super::{change_owned_row, new_id, owned_row};
 use crate::app::AppState;
 use crate::db::now_ms;
 use crate::error::{ApiError, ApiResult};
+use crate::sim::Refusal;
+use tradewire_protocol::ErrorCode;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,6 +39,11 @@ pub struct NewOrder {
     reduce_only: bool,
     #[serde(default)]
     post_only: bool,
+    /// Isolated leverage of the position this order opens (simulator).
+    leverage: Option<u32>,
+    /// Attach a take-profit and/or stop-loss exit to this entry (an order chain; simulator).
+    take_profit: Option<String>,
+    stop_loss: Option<String>,
 }
 
 /// A strictly positive decimal, normalized to its canonical text.
@@ -84,6 +91,28 @@ pub async fn place_order(
         Some(c) => c,
         None => new_id("cli"),
     };
+    let take_profit = o.take_profit.as_deref().map(|p| positive("take_profit", p)).transpose()?;
+    let stop_loss = o.stop_loss.as_deref().map(|p| positive("stop_loss", p)).transpose()?;
+    if let Some(sim) = &state.sim {
+        let portfolio = resolve_portfolio(&state, &user.id, o.portfolio_id.clone()).await?;
+        let request = serde_json::json!({
+            "user_id": user.id, "portfolio_id": portfolio, "bot_id": o.bot_id,
+            "client_order_id": client_order_id, "symbol": o.symbol, "side": side, "type": kind,
+            "time_in_force": tif, "post_only": o.post_only, "reduce_only": o.reduce_only,
+            "price": price, "stop_price": stop_price, "quantity": quantity,
+            "leverage": o.leverage.unwrap_or(1),
+            "chain": (take_profit.is_some() || stop_loss.is_some())
+                .then(|| serde_json::json!({"take_profit": take_profit, "stop_loss": stop_loss})),
+        });
+        let order: tradewire_sim::NewOrder =
+            serde_json::from_value(request).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let (row, created) = sim.place_order(order).await.map_err(refusal)?;
+        let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+        return Ok((status, Json(into_row(row))));
+    }
+    if o.leverage.is_some() || take_profit.is_some() || stop_loss.is_some() {
+        return Err(ApiError::bad_request("leverage and order chains need the simulator (it is off)"));
+    }
     let catalog = state.db.catalog().clone();
     state
         .db
@@ -103,16 +132,7 @@ pub async fn place_order(
             if !known {
                 return Err(ApiError::bad_request(format!("unknown symbol {:?}", o.symbol)));
             }
-            let portfolio: Option<String> = match &o.portfolio_id {
-                Some(p) => tx
-                    .query_row("SELECT id FROM portfolios WHERE id = ?1 AND user_id = ?2", params![p, user.id], |r| r.get(0))
-                    .optional()?
-                    .ok_or_else(|| ApiError::bad_request(format!("no portfolio {p:?}")))
-                    .map(Some)?,
-                None => tx
-                    .query_row("SELECT id FROM portfolios WHERE user_id = ?1 ORDER BY created_at, id LIMIT 1", [&user.id], |r| r.get(0))
-                    .optional()?,
-            };
+            let portfolio = portfolio_of(tx, &user.id, o.portfolio_id.as_deref())?;
             if let Some(b) = &o.bot_id {
                 owned_row(tx, &catalog, "bots", &user.id, b).map_err(|_| ApiError::bad_request(format!("no bot {b:?}")))?;
             }
@@ -130,12 +150,72 @@ pub async fn place_order(
         .await
 }
 
+/// The portfolio an order goes to: the one named (it must be the user's), else the user's
+/// first.
+fn portfolio_of(
+    conn: &rusqlite::Connection,
+    user: &str,
+    requested: Option<&str>,
+) -> ApiResult<Option<String>> {
+    Ok(match requested {
+        Some(p) => Some(
+            conn.query_row(
+                "SELECT id FROM portfolios WHERE id = ?1 AND user_id = ?2",
+                params![p, user],
+                |r| r.get(0),
+            )
+            .optional()?
+            .ok_or_else(|| ApiError::bad_request(format!("no portfolio {p:?}")))?,
+        ),
+        None => conn
+            .query_row(
+                "SELECT id FROM portfolios WHERE user_id = ?1 ORDER BY created_at, id LIMIT 1",
+                [user],
+                |r| r.get(0),
+            )
+            .optional()?,
+    })
+}
+
+async fn resolve_portfolio(state: &AppState, user: &str, requested: Option<String>) -> ApiResult<String> {
+    let user = user.to_owned();
+    let found = state.db.read(move |c| Ok(portfolio_of(c, &user, requested.as_deref()))).await??;
+    found.ok_or_else(|| ApiError::bad_request("no portfolio to trade in"))
+}
+
+/// The API's answer to a refusal of the simulator.
+pub(crate) fn refusal(r: Refusal) -> ApiError {
+    match r {
+        Refusal::Denied { reason, message } => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::OrderRejected,
+            format!("{reason}: {message}"),
+        ),
+        Refusal::NotFound(what) => ApiError::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, what),
+        Refusal::Unavailable => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unavailable,
+            "the simulator is not running",
+        ),
+    }
+}
+
+pub(crate) fn into_row(v: Value) -> Row {
+    match v {
+        Value::Object(row) => row,
+        _ => Row::new(),
+    }
+}
+
 /// `DELETE /v1/orders/{id}`: cancel an open order.
 pub async fn cancel_order(
     State(state): State<AppState>,
     user: AuthUser,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Row>> {
+    if let Some(sim) = &state.sim {
+        return sim.cancel_order(&user.id, &id).await.map(|r| Json(into_row(r))).map_err(refusal);
+    }
     change_owned_row(&state, user, "orders", id, |tx, order, user_id| {
         let status = order.get("status").and_then(Value::as_str).unwrap_or_default();
         if !matches!(status, "new" | "partially_filled" | "triggered") {
@@ -156,6 +236,10 @@ pub async fn close_position(
     user: AuthUser,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Row>> {
+    if let Some(sim) = &state.sim {
+        // Closing is a reduce-only market order; the answer is that order.
+        return sim.close_position(&user.id, &id).await.map(|r| Json(into_row(r))).map_err(refusal);
+    }
     change_owned_row(&state, user, "positions", id, |tx, pos, user_id| {
         if pos.get("status").and_then(Value::as_str) != Some("open") {
             return Err(ApiError::conflict("the position is not open"));

@@ -56,6 +56,7 @@ fn test_config(dir: &Path) -> Config {
         data_dir: dir.to_owned(),
         jwt_secret: Some("integration-test-secret".to_owned().into()),
         demo: false,
+        simulator: false,
         heartbeat_ms: 1000,
         auth_timeout_ms: 1000,
         shutdown_timeout_ms: 3000,

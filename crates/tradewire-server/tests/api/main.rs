@@ -13,6 +13,7 @@ mod orders;
 mod polling;
 mod resume;
 mod shutdown;
+mod simulator;
 mod slow_consumer;
 mod snapshot_race;
 mod sse;

@@ -1,0 +1,292 @@
+//! The driver loop: step the simulator on a timer, serve API commands, persist effects,
+//! publish market data, follow bot changes made in the database.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tradewire_hub::{MarketBus, MarketKind, MarketMessage};
+use tradewire_sim::{Bot, Effect, InitialState, MarketEvent, Portfolio, Risk, SimConfig, Simulator};
+
+use super::{Command, Refusal, persist};
+use crate::db::rows::scan_rows;
+use crate::db::{Db, DbError, now_ms};
+
+/// How the simulator runs.
+#[derive(Debug, Clone, Copy)]
+pub struct SimSettings {
+    pub seed: u64,
+    /// Simulator steps per second (market ticks per symbol).
+    pub ticks_per_second: u32,
+}
+
+/// Every row of `table` (all owners), as JSON objects, for loading the simulator.
+fn all_rows<T: serde::de::DeserializeOwned>(
+    conn: &rusqlite::Connection,
+    db: &Db,
+    topic: &str,
+) -> Result<Vec<T>, DbError> {
+    let table = db.catalog().topic(topic).expect("built-in topic").clone();
+    let users: Vec<String> = conn
+        .prepare("SELECT id FROM users ORDER BY id")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut out = Vec::new();
+    for user in users {
+        for row in scan_rows(conn, &table, &user, &tradewire_hub::Filter::default(), usize::MAX)?.rows {
+            match serde_json::from_value(Value::Object(row)) {
+                Ok(v) => out.push(v),
+                Err(e) => tracing::warn!(topic, error = %e, "row not loadable by the simulator; skipped"),
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The simulator starts flat: what a previous run left open is closed (orders expire,
+/// positions close at their last mark), so the database and the simulator agree.
+fn close_previous_run(conn: &rusqlite::Connection) -> Result<(usize, usize), DbError> {
+    let now = now_ms();
+    let orders = conn.execute(
+        "UPDATE orders SET status = 'expired', updated_at = ?1
+         WHERE status IN ('new', 'partially_filled', 'triggered')",
+        [now],
+    )?;
+    let positions = conn.execute(
+        "UPDATE positions SET status = 'closed', closed_at = ?1, updated_at = ?1, unrealized_pnl = '0'
+         WHERE status = 'open'",
+        [now],
+    )?;
+    Ok((orders, positions))
+}
+
+async fn load(db: &Db) -> Result<InitialState, DbError> {
+    let dbc = db.clone();
+    db.write(move |tx| {
+        let (orders, positions) = close_previous_run(tx)?;
+        if orders + positions > 0 {
+            tracing::info!(orders, positions, "closed what a previous simulator run left open");
+        }
+        Ok::<_, DbError>(InitialState {
+            portfolios: all_rows::<Portfolio>(tx, &dbc, "portfolios")?,
+            bots: all_rows::<Bot>(tx, &dbc, "bots")?,
+            risk: all_rows::<Risk>(tx, &dbc, "risk")?,
+        })
+    })
+    .await
+}
+
+/// Encode a market event as the `market` frame of its topic.
+fn market_message(ev: &MarketEvent, kind: MarketKind) -> Option<MarketMessage> {
+    let mut data = serde_json::to_value(ev).ok()?;
+    let ts = data.get("ts").and_then(Value::as_i64).unwrap_or_else(now_ms);
+    if let Value::Object(map) = &mut data {
+        map.remove("type");
+    }
+    Some(MarketMessage::encode(&ev.topic(), kind, ts, data))
+}
+
+fn publish(bus: &MarketBus, sim: &Simulator, events: &[MarketEvent]) {
+    for ev in events {
+        match ev {
+            MarketEvent::BookDelta(d) => {
+                let book = sim.market().book_snapshot(&d.symbol).map(MarketEvent::BookSnapshot);
+                if let (Some(delta), Some(book)) = (
+                    market_message(ev, MarketKind::BookDelta),
+                    book.as_ref().and_then(|b| market_message(b, MarketKind::BookSnapshot)),
+                ) {
+                    bus.publish_book_delta(delta, book);
+                }
+            }
+            MarketEvent::BookSnapshot(_) => {
+                if let Some(m) = market_message(ev, MarketKind::BookSnapshot) {
+                    bus.publish(m);
+                }
+            }
+            _ => {
+                if let Some(m) = market_message(ev, MarketKind::Latest) {
+                    bus.publish(m);
+                }
+            }
+        }
+    }
+}
+
+/// Bring the simulator in line with the database: portfolios it does not know yet (a new
+/// user), and bots (new, changed, deleted — the database is their source of truth).
+async fn sync_accounts(db: &Db, sim: &mut Simulator) -> Result<(), DbError> {
+    let dbc = db.clone();
+    let (portfolios, risk, bots) = db
+        .read(move |c| {
+            Ok((
+                all_rows::<Portfolio>(c, &dbc, "portfolios")?,
+                all_rows::<Risk>(c, &dbc, "risk")?,
+                all_rows::<Bot>(c, &dbc, "bots")?,
+            ))
+        })
+        .await?;
+    let mut effects = Vec::new();
+    for p in portfolios {
+        if sim.engine().portfolio(&p.id).is_none() {
+            let r = risk.iter().find(|r| r.portfolio_id == p.id).cloned();
+            effects.extend(sim.add_portfolio(p, r, now_ms()));
+        }
+    }
+    persist::write(db, effects).await?;
+    let known: Vec<String> = sim.bots().map(|b| b.id.clone()).collect();
+    for id in known.iter().filter(|id| !bots.iter().any(|b| &b.id == *id)) {
+        sim.remove_bot(id);
+    }
+    for bot in bots {
+        if sim.bot(&bot.id) == Some(&bot) {
+            continue;
+        }
+        if let Err(e) = sim.upsert_bot(bot) {
+            tracing::warn!(error = %e, "bot not taken over by the simulator");
+        }
+    }
+    Ok(())
+}
+
+/// The row a command is about: the first row it wrote to `table`, as it stands after the
+/// whole command (an order accepted and filled at once answers as filled).
+fn first_row(effects: &[Effect], table: &str) -> Option<Value> {
+    let rows: Vec<Value> = effects.iter().filter(|e| e.table() == table).map(Effect::row_json).collect();
+    let id = rows.first()?.get("id")?.clone();
+    rows.into_iter().rev().find(|r| r.get("id") == Some(&id))
+}
+
+/// Run the simulator until `stop` is cancelled.
+pub async fn run(
+    db: Db,
+    bus: MarketBus,
+    settings: SimSettings,
+    mut commands: mpsc::Receiver<Command>,
+    stop: CancellationToken,
+) -> Result<(), DbError> {
+    let initial = load(&db).await?;
+    let start = now_ms();
+    let config = SimConfig { id_prefix: format!("{start:x}_"), ..SimConfig::new(settings.seed, start) };
+    let mut sim = match Simulator::new(config, initial) {
+        Ok(sim) => sim,
+        Err(e) => {
+            tracing::error!(error = %e, "the simulator cannot start");
+            return Ok(());
+        }
+    };
+    bus.set_symbols(sim.market().instruments().map(|i| i.symbol.clone()));
+    tracing::info!(seed = settings.seed, ticks_per_second = settings.ticks_per_second, "simulator running");
+    let period = Duration::from_secs(1) / settings.ticks_per_second.max(1);
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut bot_sync = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => break,
+            Some(cmd) = commands.recv() => serve(&db, &mut sim, cmd).await,
+            _ = tick.tick() => {
+                let out = sim.step(now_ms());
+                if let Err(e) = persist::write(&db, out.effects).await {
+                    tracing::error!(error = %e, "persisting simulator effects failed");
+                }
+                publish(&bus, &sim, &out.market);
+            }
+            _ = bot_sync.tick() => {
+                if let Err(e) = sync_accounts(&db, &mut sim).await {
+                    tracing::warn!(error = %e, "reading bots failed; will retry");
+                }
+            }
+        }
+    }
+    bus.set_symbols([]);
+    tracing::info!("simulator stopped");
+    Ok(())
+}
+
+/// The order this user already placed with this `client_order_id`, if any.
+async fn existing_order(db: &Db, order: &tradewire_sim::NewOrder) -> Result<Option<Value>, DbError> {
+    let Some(cid) = order.client_order_id.clone() else { return Ok(None) };
+    let user = order.user_id.clone();
+    let table = db.catalog().topic("orders").expect("built-in topic").clone();
+    db.read(move |c| {
+        let id: Option<String> = c
+            .query_row(
+                "SELECT id FROM orders WHERE user_id = ?1 AND client_order_id = ?2",
+                [&user, &cid],
+                |r| r.get(0),
+            )
+            .map(Some)
+            .or_else(|e| if e == rusqlite::Error::QueryReturnedNoRows { Ok(None) } else { Err(e) })?;
+        match id {
+            Some(id) => Ok(crate::db::rows::get_row(c, &table, &user, &id)?.map(Value::Object)),
+            None => Ok(None),
+        }
+    })
+    .await
+}
+
+/// Serve one API command: apply it, persist its effects, answer with the row it is about.
+async fn serve(db: &Db, sim: &mut Simulator, cmd: Command) {
+    let now = now_ms();
+    let persist_then = |effects: Vec<Effect>, table: &'static str| async move {
+        let row = first_row(&effects, table);
+        persist::write(db, effects).await.map_err(|e| {
+            tracing::error!(error = %e, "persisting simulator effects failed");
+            Refusal::Unavailable
+        })?;
+        row.ok_or_else(|| Refusal::NotFound(format!("no {table} row")))
+    };
+    match cmd {
+        Command::PlaceOrder(order, reply) => {
+            // Idempotency is checked here, where commands are serialized, against every
+            // order ever placed (the simulator only knows its open ones).
+            if sim.engine().portfolio(&order.portfolio_id).is_none() {
+                // A portfolio created since the last sync (a new user).
+                if let Err(e) = sync_accounts(db, sim).await {
+                    tracing::warn!(error = %e, "reading accounts failed");
+                }
+            }
+            let r = match existing_order(db, &order).await {
+                Ok(Some(row)) => Ok((row, false)),
+                Ok(None) => match sim.place_order(*order, now) {
+                    Ok(effects) => persist_then(effects, "orders").await.map(|row| (row, true)),
+                    Err(denied) => Err(denied.into()),
+                },
+                Err(e) => {
+                    tracing::error!(error = %e, "idempotency check failed");
+                    Err(Refusal::Unavailable)
+                }
+            };
+            let _ = reply.send(r);
+        }
+        Command::CancelOrder { user_id, order_id, reply } => {
+            let r = match sim.cancel_order(&user_id, &order_id, now) {
+                Ok(effects) => persist_then(effects, "orders").await,
+                Err(denied) => Err(denied.into()),
+            };
+            let _ = reply.send(r);
+        }
+        Command::ClosePosition { user_id, position_id, reply } => {
+            let r = match sim.close_position(&user_id, &position_id, now) {
+                Ok(effects) => persist_then(effects, "orders").await,
+                Err(denied) => Err(denied.into()),
+            };
+            let _ = reply.send(r);
+        }
+        Command::Signal { user_id, bot_id, direction, confidence, reply } => {
+            let r = match sim.simulate_signal(&user_id, &bot_id, direction, confidence, now) {
+                Ok(effects) => persist_then(effects, "signals").await,
+                Err(e) => Err(Refusal::NotFound(e.to_string())),
+            };
+            let _ = reply.send(r);
+        }
+        Command::SyncBots(reply) => {
+            if let Err(e) = sync_accounts(db, sim).await {
+                tracing::warn!(error = %e, "reading bots failed");
+            }
+            let _ = reply.send(());
+        }
+    }
+}
