@@ -36,6 +36,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/risk", get(read::list_risk))
         .route("/v1/pnl", get(read::list_pnl))
         .route("/v1/market/symbols", get(ops::symbols))
+        .route("/v1/market/{symbol}/{view}", get(ops::market_view))
         .route("/v1/testing/simulate-signal", post(testing::simulate_signal))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))

@@ -51,3 +51,27 @@ pub async fn symbols(State(state): State<AppState>, _user: AuthUser) -> ApiResul
         .await?;
     Ok(Json(json!({"items": items})))
 }
+
+/// `GET /v1/market/{symbol}/ticker|book|klines`: current market data from the running
+/// market source.
+pub async fn market_view(
+    State(state): State<AppState>,
+    _user: AuthUser,
+    axum::extract::Path((symbol, view)): axum::extract::Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    use crate::error::ApiError;
+    use crate::sim::MarketView;
+    let view = match view.as_str() {
+        "ticker" => MarketView::Ticker,
+        "book" => MarketView::Book,
+        "klines" => MarketView::Klines,
+        _ => return Err(ApiError::not_found("market view")),
+    };
+    let sim =
+        state.sim.as_ref().ok_or_else(|| crate::api::trading::refusal(crate::sim::Refusal::Unavailable))?;
+    match sim.market(&symbol, view).await.map_err(crate::api::trading::refusal)? {
+        Some(Value::Array(items)) => Ok(Json(json!({"items": items}))),
+        Some(v) => Ok(Json(v)),
+        None => Err(ApiError::not_found("symbol")),
+    }
+}

@@ -9,24 +9,27 @@ use crate::auth::hash_password;
 /// The demo users and their passwords (stated in the README).
 pub const DEMO_USERS: [(&str, &str); 2] = [("alice", "alice-demo"), ("bob", "bob-demo")];
 
-/// symbol, base, tick, lot, min notional, max leverage, maintenance margin rate
-const INSTRUMENTS: [(&str, &str, &str, &str, &str, i64, &str); 6] = [
-    ("BTCUSDT", "BTC", "0.10", "0.001", "5", 100, "0.004"),
-    ("ETHUSDT", "ETH", "0.01", "0.01", "5", 100, "0.005"),
-    ("SOLUSDT", "SOL", "0.001", "0.1", "5", 50, "0.01"),
-    ("BNBUSDT", "BNB", "0.01", "0.01", "5", 50, "0.01"),
-    ("XRPUSDT", "XRP", "0.0001", "1", "5", 50, "0.01"),
-    ("DOGEUSDT", "DOGE", "0.00001", "10", "5", 25, "0.02"),
-];
-
+/// The instruments table holds the simulator's symbols, so the REST reference data, the
+/// order checks and the market topics all agree.
 fn seed_instruments(conn: &Connection) -> rusqlite::Result<()> {
-    for (symbol, base, tick, lot, min_notional, lev, mmr) in INSTRUMENTS {
+    for i in tradewire_sim::default_instruments() {
         conn.execute(
             "INSERT INTO instruments(symbol, base, quote, tick_size, lot_size, min_notional, max_leverage,
                  maintenance_margin_rate, maker_fee, taker_fee)
-             SELECT ?1, ?2, 'USDT', ?3, ?4, ?5, ?6, ?7, '0.0002', '0.0005'
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10
              WHERE NOT EXISTS (SELECT 1 FROM instruments WHERE symbol = ?1)",
-            params![symbol, base, tick, lot, min_notional, lev, mmr],
+            params![
+                i.symbol,
+                i.base,
+                i.quote,
+                i.tick_size.to_string(),
+                i.lot_size.to_string(),
+                i.min_notional.to_string(),
+                i.max_leverage,
+                i.maintenance_margin_rate.to_string(),
+                i.maker_fee.to_string(),
+                i.taker_fee.to_string()
+            ],
         )?;
     }
     Ok(())

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tradewire_hub::{MarketBus, MarketKind, MarketMessage};
 use tradewire_sim::{Bot, Effect, InitialState, MarketEvent, Portfolio, Risk, SimConfig, Simulator};
 
-use super::{Command, Refusal, persist};
+use super::{Command, MarketView, Refusal, persist};
 use crate::db::rows::scan_rows;
 use crate::db::{Db, DbError, now_ms};
 
@@ -281,6 +281,15 @@ async fn serve(db: &Db, sim: &mut Simulator, cmd: Command) {
                 Err(e) => Err(Refusal::NotFound(e.to_string())),
             };
             let _ = reply.send(r);
+        }
+        Command::Market { symbol, view, reply } => {
+            let m = sim.market();
+            let value = match view {
+                MarketView::Ticker => m.ticker(&symbol).and_then(|t| serde_json::to_value(t).ok()),
+                MarketView::Book => m.book_snapshot(&symbol).and_then(|b| serde_json::to_value(b).ok()),
+                MarketView::Klines => m.klines(&symbol).and_then(|k| serde_json::to_value(k).ok()),
+            };
+            let _ = reply.send(value);
         }
         Command::SyncBots(reply) => {
             if let Err(e) = sync_accounts(db, sim).await {

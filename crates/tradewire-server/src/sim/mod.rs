@@ -42,6 +42,20 @@ pub enum Command {
     },
     /// Re-read the bots from the database now (after the API changed one).
     SyncBots(oneshot::Sender<()>),
+    /// Current market data of a symbol, for the REST API.
+    Market {
+        symbol: String,
+        view: MarketView,
+        reply: oneshot::Sender<Option<Value>>,
+    },
+}
+
+/// What `GET /v1/market/{symbol}/…` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MarketView {
+    Ticker,
+    Book,
+    Klines,
 }
 
 /// Why the simulator did not do what was asked.
@@ -113,6 +127,12 @@ impl SimHandle {
     ) -> Result<Value, Refusal> {
         let (user_id, bot_id) = (user_id.to_owned(), bot_id.to_owned());
         self.ask(|reply| Command::Signal { user_id, bot_id, direction, confidence, reply }).await?
+    }
+
+    /// Current market data of `symbol` (`None`: unknown symbol).
+    pub async fn market(&self, symbol: &str, view: MarketView) -> Result<Option<Value>, Refusal> {
+        let symbol = symbol.to_owned();
+        self.ask(|reply| Command::Market { symbol, view, reply }).await
     }
 
     /// Have the simulator pick up bot changes from the database before returning.

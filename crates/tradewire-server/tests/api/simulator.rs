@@ -133,3 +133,20 @@ async fn market_data_flows_on_public_topics() {
         }
     }
 }
+
+#[tokio::test]
+async fn market_reference_data_and_current_values_over_rest() {
+    let app = sim_app().await;
+    let symbols: Value = app.get("alice", "/v1/market/symbols").await.json().await.unwrap();
+    let names: Vec<&str> =
+        symbols["items"].as_array().unwrap().iter().map(|i| i["symbol"].as_str().unwrap()).collect();
+    assert!(names.contains(&"BTCUSDT") && names.len() >= 10, "{names:?}");
+    let ticker: Value = app.get("alice", "/v1/market/BTCUSDT/ticker").await.json().await.unwrap();
+    assert!(ticker["bid"].as_str().is_some() && ticker["ask"].as_str().is_some(), "{ticker}");
+    let book: Value = app.get("alice", "/v1/market/BTCUSDT/book").await.json().await.unwrap();
+    assert_eq!(book["bids"].as_array().unwrap().len(), 20);
+    let klines: Value = app.get("alice", "/v1/market/BTCUSDT/klines").await.json().await.unwrap();
+    assert!(!klines["items"].as_array().unwrap().is_empty());
+    assert_eq!(app.get("alice", "/v1/market/NOPEUSDT/ticker").await.status(), 404);
+    assert_eq!(app.get("alice", "/v1/market/BTCUSDT/depth").await.status(), 404);
+}
