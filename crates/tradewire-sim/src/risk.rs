@@ -97,16 +97,7 @@ impl RiskState {
 
     /// The row if it changed since last handed out (ignoring `updated_at`).
     pub fn take_update(&mut self, now_ms: i64) -> Option<Risk> {
-        let mut candidate = self.row.clone();
-        if let Some(prev) = &self.emitted {
-            candidate.updated_at = prev.updated_at;
-            if *prev == candidate {
-                return None;
-            }
-        }
-        self.row.updated_at = now_ms;
-        self.emitted = Some(self.row.clone());
-        Some(self.row.clone())
+        crate::model::take_changed(&mut self.row, &mut self.emitted, now_ms, |r| &mut r.updated_at)
     }
 }
 
