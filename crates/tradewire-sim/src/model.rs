@@ -347,6 +347,27 @@ impl Effect {
     }
 }
 
+/// `row` if it changed since it was last handed out (`emitted`), ignoring its `updated_at`
+/// column; then it is stamped `now_ms` and recorded as handed out. Rows are emitted only
+/// when something real changed.
+pub(crate) fn take_changed<T: Clone + PartialEq>(
+    row: &mut T,
+    emitted: &mut Option<T>,
+    now_ms: i64,
+    updated_at: fn(&mut T) -> &mut i64,
+) -> Option<T> {
+    if let Some(prev) = emitted.as_mut() {
+        let mut candidate = row.clone();
+        *updated_at(&mut candidate) = *updated_at(prev);
+        if *prev == candidate {
+            return None;
+        }
+    }
+    *updated_at(row) = now_ms;
+    *emitted = Some(row.clone());
+    Some(row.clone())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -389,25 +410,4 @@ mod tests {
         assert_eq!(wire["kind"], "order_upserted");
         assert_eq!(wire["row"]["id"], "ord_1");
     }
-}
-
-/// `row` if it changed since it was last handed out (`emitted`), ignoring its `updated_at`
-/// column; then it is stamped `now_ms` and recorded as handed out. Rows are emitted only
-/// when something real changed.
-pub(crate) fn take_changed<T: Clone + PartialEq>(
-    row: &mut T,
-    emitted: &mut Option<T>,
-    now_ms: i64,
-    updated_at: fn(&mut T) -> &mut i64,
-) -> Option<T> {
-    if let Some(prev) = emitted.as_mut() {
-        let mut candidate = row.clone();
-        *updated_at(&mut candidate) = *updated_at(prev);
-        if *prev == candidate {
-            return None;
-        }
-    }
-    *updated_at(row) = now_ms;
-    *emitted = Some(row.clone());
-    Some(row.clone())
 }
