@@ -19,6 +19,7 @@ use crate::auth::{Tokens, load_or_create_secret};
 use crate::changefeed::{ChangeLog, pump};
 use crate::config::Config;
 use crate::db::{Db, seed};
+use crate::market::MarketSource;
 use crate::sim::SimHandle;
 use crate::{api, gateway, web};
 
@@ -36,6 +37,8 @@ pub struct Inner {
     pub tokens: Tokens,
     /// The running paper-trading simulator, when configured.
     pub sim: Option<SimHandle>,
+    /// Where current market values come from (the simulator, when it runs).
+    pub market_source: Option<Arc<dyn MarketSource>>,
     /// Cancelled in the drain step "close sessions with 1001".
     pub sessions_close: CancellationToken,
     /// Every WebSocket and SSE session task.
@@ -93,8 +96,10 @@ impl Server {
             }
             false => (None, None),
         };
+        let market_source = sim.clone().map(|h| Arc::new(h) as Arc<dyn MarketSource>);
         let state = AppState(Arc::new(Inner {
             sim,
+            market_source,
             tokens: Tokens::new(&secret, config.token_ttl_secs),
             log: ChangeLog::new(db.clone()),
             hub: Hub::new(config.queue_limits()),

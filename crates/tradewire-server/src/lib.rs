@@ -17,6 +17,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod gateway;
+pub mod market;
 pub mod sim;
 pub mod telemetry;
 pub mod web;

@@ -60,16 +60,22 @@ pub async fn market_view(
     axum::extract::Path((symbol, view)): axum::extract::Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
     use crate::error::ApiError;
-    use crate::sim::MarketView;
+    use crate::market::MarketView;
     let view = match view.as_str() {
         "ticker" => MarketView::Ticker,
         "book" => MarketView::Book,
         "klines" => MarketView::Klines,
         _ => return Err(ApiError::not_found("market view")),
     };
-    let sim =
-        state.sim.as_ref().ok_or_else(|| crate::api::trading::refusal(crate::sim::Refusal::Unavailable))?;
-    match sim.market(&symbol, view).await.map_err(crate::api::trading::refusal)? {
+    let unavailable = |e: crate::market::SourceUnavailable| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            tradewire_protocol::ErrorCode::Unavailable,
+            e.to_string(),
+        )
+    };
+    let source = state.market_source.as_ref().ok_or_else(|| unavailable(crate::market::SourceUnavailable))?;
+    match source.view(&symbol, view).await.map_err(unavailable)? {
         Some(Value::Array(items)) => Ok(Json(json!({"items": items}))),
         Some(v) => Ok(Json(v)),
         None => Err(ApiError::not_found("symbol")),

@@ -9,9 +9,10 @@ use tokio_util::sync::CancellationToken;
 use tradewire_hub::{MarketBus, MarketKind, MarketMessage};
 use tradewire_sim::{Bot, Effect, InitialState, MarketEvent, Portfolio, Risk, SimConfig, Simulator};
 
-use super::{Command, MarketView, Refusal, persist};
+use super::{Command, Refusal, persist};
 use crate::db::rows::scan_rows;
 use crate::db::{Db, DbError, now_ms};
+use crate::market::MarketView;
 
 /// How the simulator runs.
 #[derive(Debug, Clone, Copy)]

@@ -15,6 +15,8 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tradewire_sim::{Denied, Direction, NewOrder};
 
+use crate::market::{MarketSource, MarketView, SourceUnavailable};
+
 pub use driver::{SimSettings, run};
 
 /// What the API may ask of the simulator.
@@ -48,14 +50,6 @@ pub enum Command {
         view: MarketView,
         reply: oneshot::Sender<Option<Value>>,
     },
-}
-
-/// What `GET /v1/market/{symbol}/…` asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MarketView {
-    Ticker,
-    Book,
-    Klines,
 }
 
 /// Why the simulator did not do what was asked.
@@ -129,14 +123,22 @@ impl SimHandle {
         self.ask(|reply| Command::Signal { user_id, bot_id, direction, confidence, reply }).await?
     }
 
-    /// Current market data of `symbol` (`None`: unknown symbol).
-    pub async fn market(&self, symbol: &str, view: MarketView) -> Result<Option<Value>, Refusal> {
-        let symbol = symbol.to_owned();
-        self.ask(|reply| Command::Market { symbol, view, reply }).await
-    }
-
     /// Have the simulator pick up bot changes from the database before returning.
     pub async fn sync_bots(&self) -> Result<(), Refusal> {
         self.ask(Command::SyncBots).await
+    }
+}
+
+/// The simulator is the product's market data source.
+impl MarketSource for SimHandle {
+    fn view<'a>(
+        &'a self,
+        symbol: &'a str,
+        view: MarketView,
+    ) -> futures::future::BoxFuture<'a, Result<Option<Value>, SourceUnavailable>> {
+        Box::pin(async move {
+            let symbol = symbol.to_owned();
+            self.ask(|reply| Command::Market { symbol, view, reply }).await.map_err(|_| SourceUnavailable)
+        })
     }
 }
