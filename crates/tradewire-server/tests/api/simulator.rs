@@ -150,3 +150,27 @@ async fn market_reference_data_and_current_values_over_rest() {
     assert_eq!(app.get("alice", "/v1/market/NOPEUSDT/ticker").await.status(), 404);
     assert_eq!(app.get("alice", "/v1/market/BTCUSDT/depth").await.status(), 404);
 }
+
+#[tokio::test]
+async fn a_bot_paused_through_the_api_stops_opening_positions_at_once() {
+    let app = sim_app().await;
+    let bot = running_bot(&app, "alice").await;
+    let r = app.post("alice", &format!("/v1/bots/{bot}/pause"), json!({})).await;
+    assert_eq!(r.status(), 200);
+    // Right after the answer, with no wait: the simulator already knows.
+    let r =
+        app.post("alice", "/v1/testing/simulate-signal", json!({"bot_id": bot, "direction": "long"})).await;
+    assert_eq!(r.status(), 200, "the signal is still recorded");
+    let positions: Value = app.get("alice", "/v1/positions?status=open").await.json().await.unwrap();
+    assert_eq!(positions["items"], json!([]), "a paused bot opens nothing");
+    let orders: Value = app.get("alice", &format!("/v1/orders?bot_id={bot}")).await.json().await.unwrap();
+    assert_eq!(orders["items"], json!([]), "and places no order");
+
+    // Started again, the same signal opens a position.
+    assert_eq!(app.post("alice", &format!("/v1/bots/{bot}/start"), json!({})).await.status(), 200);
+    let r =
+        app.post("alice", "/v1/testing/simulate-signal", json!({"bot_id": bot, "direction": "long"})).await;
+    assert_eq!(r.status(), 200);
+    let positions: Value = app.get("alice", "/v1/positions?status=open").await.json().await.unwrap();
+    assert_eq!(positions["items"].as_array().unwrap().len(), 1, "{positions}");
+}
