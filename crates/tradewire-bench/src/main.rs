@@ -68,6 +68,15 @@ enum Scenario {
         #[arg(long, default_value_t = 100_000)]
         changes: u64,
     },
+    /// One public market topic to N clients: deliveries per second and latency.
+    Fanout {
+        #[arg(long, default_value_t = 10_000)]
+        clients: usize,
+        #[arg(long, default_value = "ticker:BTCUSDT")]
+        topic: String,
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+    },
     /// Server memory with N idle WebSocket connections.
     Idle {
         #[arg(long, default_value_t = 1000)]
@@ -189,6 +198,29 @@ async fn api_writer(url: String, tokens: Vec<String>, rate: u64, total: u64) -> 
         }
     }
     Ok(ok)
+}
+
+/// Connect `n` clients (users `u_bench_0..n`), 64 handshakes in flight at a time.
+async fn connect_many(
+    ws_url: &str,
+    secret: &[u8],
+    n: usize,
+    topics: serde_json::Value,
+) -> anyhow::Result<Vec<Socket>> {
+    let started = Instant::now();
+    let tokens = (0..n).map(|i| mint(secret, i)).collect::<Result<Vec<_>, _>>()?;
+    let sockets: Vec<Socket> = futures::stream::iter(tokens)
+        .map(|token| {
+            let topics = topics.clone();
+            async move { connect(ws_url, &token, topics).await }
+        })
+        .buffered(64)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<_>>()?;
+    eprintln!("{n} clients connected in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(sockets)
 }
 
 fn percentiles(h: &Histogram<u64>) -> serde_json::Value {
@@ -386,6 +418,76 @@ async fn catchup(cli: &Cli, changes: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The `ts` of a market frame, found without parsing the whole message.
+fn market_ts(text: &str) -> Option<u64> {
+    let at = text.find("\"ts\":")? + 5;
+    let digits: &str = &text[at..];
+    let end = digits.find(|c: char| !c.is_ascii_digit()).unwrap_or(digits.len());
+    digits[..end].parse().ok()
+}
+
+async fn fanout(cli: &Cli, clients: usize, topic: &str, seconds: u64) -> anyhow::Result<()> {
+    let secret = std::fs::read_to_string(cli.data_dir.join("jwt.secret")).context("reading jwt.secret")?;
+    let db = rusqlite::Connection::open(cli.data_dir.join("tradewire.db"))?;
+    ensure_users(&db, clients)?;
+    let ws_url = format!("{}/v1/ws", cli.url.replacen("http", "ws", 1));
+    let sockets = connect_many(&ws_url, secret.trim().as_bytes(), clients, json!([topic])).await?;
+    let (tx, mut rx) = mpsc::unbounded_channel::<u64>();
+    let measuring = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = sockets
+        .into_iter()
+        .map(|ws| {
+            let (tx, measuring) = (tx.clone(), measuring.clone());
+            tokio::spawn(async move {
+                let (_, mut read) = ws.split();
+                while let Some(Ok(msg)) = read.next().await {
+                    let Message::Text(t) = msg else { continue };
+                    if !measuring.load(Ordering::Relaxed) || !t.starts_with("{\"op\":\"market\"") {
+                        continue;
+                    }
+                    if let Some(ts) = market_ts(&t) {
+                        let _ = tx.send((now_micros() / 1000).saturating_sub(ts));
+                    }
+                }
+            })
+        })
+        .collect();
+    drop(tx);
+    // Let every client get its first (current) value, then measure a steady window.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    measuring.store(true, Ordering::Relaxed);
+    let started = Instant::now();
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 600_000, 3)?;
+    let window = Duration::from_secs(seconds);
+    while started.elapsed() < window {
+        tokio::select! {
+            Some(ms) = rx.recv() => { hist.record(ms.max(1))?; }
+            () = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+    }
+    measuring.store(false, Ordering::Relaxed);
+    let elapsed = started.elapsed().as_secs_f64();
+    for r in readers {
+        r.abort();
+    }
+    let rate = hist.len() as f64 / elapsed;
+    let p = |q: f64| hist.value_at_quantile(q);
+    println!("fan-out: {clients} clients on {topic}, {seconds} s window");
+    println!(
+        "  {} deliveries, {rate:.0}/s | latency (ms, clock resolution 1 ms) p50 {} p99 {} max {}",
+        hist.len(),
+        p(0.5),
+        p(0.99),
+        hist.max()
+    );
+    println!(
+        "{}",
+        json!({"scenario": "fanout", "clients": clients, "topic": topic, "deliveries": hist.len(),
+               "deliveries_per_s": rate.round(), "p50_ms": p(0.5), "p99_ms": p(0.99), "max_ms": hist.max()})
+    );
+    Ok(())
+}
+
 fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
@@ -401,10 +503,7 @@ async fn idle(cli: &Cli, clients: usize, pid: u32, hold: u64) -> anyhow::Result<
     ensure_users(&db, clients)?;
     let ws_url = format!("{}/v1/ws", cli.url.replacen("http", "ws", 1));
     let before = rss_kib(pid)?;
-    let mut held = Vec::with_capacity(clients);
-    for i in 0..clients {
-        held.push(connect(&ws_url, &mint(secret.trim().as_bytes(), i)?, json!(["*"])).await?);
-    }
+    let held = connect_many(&ws_url, secret.trim().as_bytes(), clients, json!(["*"])).await?;
     // Keep reading so heartbeats flow as they would to a live client.
     let readers: Vec<_> =
         held.into_iter().map(|ws| tokio::spawn(async move { ws.for_each(|_| async {}).await })).collect();
@@ -432,6 +531,7 @@ async fn main() -> anyhow::Result<()> {
             latency(&cli, clients, rate, seconds, writer, batch.max(1)).await
         }
         Scenario::Catchup { changes } => catchup(&cli, changes).await,
+        Scenario::Fanout { clients, ref topic, seconds } => fanout(&cli, clients, topic, seconds).await,
         Scenario::Idle { clients, pid, hold_seconds } => idle(&cli, clients, pid, hold_seconds).await,
     }
 }

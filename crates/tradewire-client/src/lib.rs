@@ -28,6 +28,9 @@ pub enum ClientError {
     Fatal { code: Option<CloseCode>, code_num: u16 },
     #[error("protocol: {0}")]
     Protocol(String),
+    /// The server closed the connection (with this code) before it was established.
+    #[error("closed by the server with {0}")]
+    Closed(u16),
 }
 
 /// What a [`Subscriber`] hands its caller.
@@ -149,6 +152,9 @@ impl Subscriber {
                         self.attempt = 0;
                         return Ok(Update::Connected { position });
                     }
+                    // Closed before the welcome: the close code's rule applies as for any
+                    // other close (4008 during a burst: at once; 4001: never).
+                    Err(ClientError::Closed(code)) => return self.dropped(Some(code)),
                     Err(ClientError::Ws(e)) => {
                         tracing::debug!(error = %e, "connect failed");
                         let retry_in = self.backoff();
@@ -258,7 +264,7 @@ async fn next_frame(socket: &mut Socket) -> Result<ServerFrame, ClientError> {
             }
             Some(Ok(Message::Close(f))) => {
                 let n = f.map(|f| u16::from(f.code)).unwrap_or(u16::from(WsCloseCode::Abnormal));
-                return Err(ClientError::Fatal { code: CloseCode::from_code(n), code_num: n });
+                return Err(ClientError::Closed(n));
             }
             Some(Ok(_)) => continue,
             Some(Err(e)) => return Err(e.into()),

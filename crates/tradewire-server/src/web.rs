@@ -1,4 +1,8 @@
 //! The browser assets under `web/`, embedded in the binary: no build step, no files to ship.
+//!
+//! One static table, one route per file: the dashboard (`index.html`, `app.js`, its panel
+//! modules and stylesheet), the standalone client module `tradewire.js`, and the vendored
+//! charting library with its licence. Nothing here reads the disk at run time.
 
 use axum::Router;
 use axum::http::header;
@@ -7,21 +11,87 @@ use axum::routing::get;
 
 use crate::app::AppState;
 
-const INDEX_HTML: &str = include_str!("../../../web/index.html");
-const TRADEWIRE_JS: &str = include_str!("../../../web/tradewire.js");
+const HTML: &str = "text/html; charset=utf-8";
+const JS: &str = "text/javascript; charset=utf-8";
+const CSS: &str = "text/css; charset=utf-8";
+const TEXT: &str = "text/plain; charset=utf-8";
+
+/// `(URL path, content type, body)` of every embedded file.
+const FILES: &[(&str, &str, &str)] = &[
+    ("/", HTML, include_str!("../../../web/index.html")),
+    ("/tradewire.js", JS, include_str!("../../../web/tradewire.js")),
+    ("/app.js", JS, include_str!("../../../web/app.js")),
+    ("/app.css", CSS, include_str!("../../../web/app.css")),
+    ("/api.js", JS, include_str!("../../../web/api.js")),
+    ("/dom.js", JS, include_str!("../../../web/dom.js")),
+    ("/panels/connection.js", JS, include_str!("../../../web/panels/connection.js")),
+    ("/panels/stats.js", JS, include_str!("../../../web/panels/stats.js")),
+    ("/panels/bots.js", JS, include_str!("../../../web/panels/bots.js")),
+    ("/panels/portfolios.js", JS, include_str!("../../../web/panels/portfolios.js")),
+    ("/panels/positions.js", JS, include_str!("../../../web/panels/positions.js")),
+    ("/panels/orders.js", JS, include_str!("../../../web/panels/orders.js")),
+    ("/panels/signals.js", JS, include_str!("../../../web/panels/signals.js")),
+    ("/panels/risk.js", JS, include_str!("../../../web/panels/risk.js")),
+    ("/panels/watchlist.js", JS, include_str!("../../../web/panels/watchlist.js")),
+    ("/panels/charts.js", JS, include_str!("../../../web/panels/charts.js")),
+    (
+        "/vendor/lightweight-charts.standalone.production.mjs",
+        JS,
+        include_str!("../../../web/vendor/lightweight-charts.standalone.production.mjs"),
+    ),
+    (
+        "/vendor/lightweight-charts.LICENSE",
+        TEXT,
+        include_str!("../../../web/vendor/lightweight-charts.LICENSE"),
+    ),
+];
 
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/",
-            get(|| async {
-                ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], INDEX_HTML).into_response()
+    FILES.iter().fold(Router::new(), |router, &(path, content_type, body)| {
+        router.route(
+            path,
+            get(move || async move {
+                ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-cache")], body)
+                    .into_response()
             }),
         )
-        .route(
-            "/tradewire.js",
-            get(|| async {
-                ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], TRADEWIRE_JS).into_response()
-            }),
-        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FILES;
+
+    #[test]
+    fn every_module_the_dashboard_imports_is_served() {
+        for (path, _, body) in FILES.iter().filter(|(p, ..)| p.ends_with(".js") || *p == "/") {
+            for line in body.lines().filter(|l| l.trim_start().starts_with("import ")) {
+                let Some(spec) = line.split(['"', '\'']).nth(1) else { continue };
+                let target = if spec.starts_with('/') {
+                    spec.to_string()
+                } else {
+                    let dir = path.rsplit_once('/').map_or("", |(d, _)| d);
+                    normalize(&format!("{dir}/{spec}"))
+                };
+                assert!(
+                    FILES.iter().any(|(p, ..)| *p == target),
+                    "{path} imports {spec} ({target}), which is not served"
+                );
+            }
+        }
+    }
+
+    fn normalize(path: &str) -> String {
+        let mut parts: Vec<&str> = Vec::new();
+        for part in path.split('/') {
+            match part {
+                "" | "." => {}
+                ".." => {
+                    parts.pop();
+                }
+                p => parts.push(p),
+            }
+        }
+        format!("/{}", parts.join("/"))
+    }
 }

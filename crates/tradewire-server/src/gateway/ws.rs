@@ -32,7 +32,7 @@ use crate::db::now_ms;
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// Initial read buffer of a connection.
-const READ_BUFFER: usize = 4 * 1024;
+const READ_BUFFER: usize = 1024;
 
 #[derive(Debug, Deserialize)]
 pub struct WsQuery {
