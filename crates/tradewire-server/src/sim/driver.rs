@@ -189,10 +189,11 @@ pub async fn run(
             Some(cmd) = commands.recv() => serve(&db, &mut sim, cmd).await,
             _ = tick.tick() => {
                 let out = sim.step(now_ms());
+                // Market data first: it does not wait for the database.
+                publish(&bus, &sim, &out.market);
                 if let Err(e) = persist::write(&db, out.effects).await {
                     tracing::error!(error = %e, "persisting simulator effects failed");
                 }
-                publish(&bus, &sim, &out.market);
             }
             _ = bot_sync.tick() => {
                 if let Err(e) = sync_accounts(&db, &mut sim).await {
