@@ -14,10 +14,12 @@ use axum::response::Response;
 use futures::{Sink, SinkExt, Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::Value;
+use std::sync::Arc;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 use tracing::Instrument;
-use tradewire_hub::Inbox;
+
+use tradewire_hub::{Change, Inbox};
 use tradewire_protocol::{ClientFrame, CloseCode, ErrorCode, From, Limits, ServerFrame};
 
 use super::limits::RateLimiter;
@@ -30,6 +32,12 @@ use crate::db::now_ms;
 
 /// How long a close frame may take to leave before the connection is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// Bytes a batch of messages may gather before it is written to the socket.
+const WRITE_BATCH_BYTES: usize = 16 * 1024;
+/// At most this many queued changes are written as one batch before the loop looks at
+/// its other work (client frames, heartbeats).
+const WRITE_BATCH_MESSAGES: usize = 64;
 
 /// Initial read buffer of a connection.
 const READ_BUFFER: usize = 1024;
@@ -49,9 +57,14 @@ pub async fn handler(
     let max = state.config.max_frame_bytes;
     let tracker = state.tracker.clone();
     // Buffers are sized for many idle connections: tungstenite's defaults (128 KiB each
-    // way) would cost a quarter of a megabyte per connection. Reads grow past 4 KiB when a
-    // frame needs it; writes go out as they are produced (no write-side batching buffer).
-    let ws = ws.max_message_size(max).max_frame_size(max).read_buffer_size(READ_BUFFER).write_buffer_size(0);
+    // way) would cost a quarter of a megabyte per connection. Reads start at 1 KiB and grow
+    // when a frame needs it. The write buffer starts empty; it only fills while a batch of
+    // messages is written (see `WsOut::batch`), up to WRITE_BATCH_BYTES before it goes out.
+    let ws = ws
+        .max_message_size(max)
+        .max_frame_size(max)
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BATCH_BYTES);
     ws.on_upgrade(move |socket: WebSocket| {
         let span = tracing::info_span!("ws", user = tracing::field::Empty, session = tracing::field::Empty);
         let (sink, stream) = socket.split();
@@ -97,6 +110,9 @@ fn text(frame: &ServerFrame) -> Message {
 /// The writing half, with the session's overflow signal and the server's shutdown.
 struct WsOut<K> {
     sink: K,
+    /// While set, messages are queued in the write buffer and go out at `flush` (one
+    /// system call for many messages); otherwise each is flushed at once.
+    batch: bool,
     overflowed: Pin<Box<WaitForCancellationFutureOwned>>,
     shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
 }
@@ -106,8 +122,20 @@ where
     K: Sink<Message> + Unpin + Send,
 {
     async fn write(&mut self, msg: Message) -> Result<(), Stop> {
+        let batch = self.batch;
+        let sink = &mut self.sink;
+        let write = async move { if batch { sink.feed(msg).await } else { sink.send(msg).await } };
         tokio::select! {
-            r = self.sink.send(msg) => r.map_err(|_| Stop::Gone),
+            r = write => r.map_err(|_| Stop::Gone),
+            () = &mut self.overflowed => Err(Stop::SlowConsumer),
+            () = &mut self.shutdown => Err(Stop::Shutdown),
+        }
+    }
+
+    /// Write out what a batch gathered.
+    async fn flush(&mut self) -> Result<(), Stop> {
+        tokio::select! {
+            r = self.sink.flush() => r.map_err(|_| Stop::Gone),
             () = &mut self.overflowed => Err(Stop::SlowConsumer),
             () = &mut self.shutdown => Err(Stop::Shutdown),
         }
@@ -194,6 +222,7 @@ where
     let shutdown = state.sessions_close.clone();
     let mut out = WsOut {
         sink,
+        batch: false,
         overflowed: Box::pin(tokio_util::sync::CancellationToken::new().cancelled_owned()),
         shutdown: Box::pin(shutdown.clone().cancelled_owned()),
     };
@@ -267,10 +296,18 @@ where
                 }
             }
             change = session.queue().recv() => match change {
-                Some(change) => session.deliver(&change, out).await,
+                Some(change) => deliver_batch(&mut session, change, out).await,
                 None => Err(Stop::Gone),
             },
-            () = market.ready() => send_market(&market, out).await,
+            () = market.ready() => {
+                out.batch = true;
+                let sent = send_market(&market, out).await;
+                out.batch = false;
+                match sent {
+                    Ok(()) => out.flush().await,
+                    Err(stop) => Err(stop),
+                }
+            }
             msg = stream.next() => {
                 let msg = match msg {
                     None | Some(Ok(Message::Close(_))) => return CloseCode::Normal,
@@ -317,6 +354,23 @@ where
             return stop_code(stop);
         }
     }
+}
+
+/// Deliver `first` and whatever else is already queued (up to a batch), then write them
+/// out together.
+async fn deliver_batch<K>(session: &mut Session, first: Arc<Change>, out: &mut WsOut<K>) -> Result<(), Stop>
+where
+    K: Sink<Message> + Unpin + Send,
+{
+    out.batch = true;
+    let mut result = session.deliver(&first, out).await;
+    for _ in 1..WRITE_BATCH_MESSAGES {
+        let Some(next) = result.is_ok().then(|| session.queue().try_recv()).flatten() else { break };
+        result = session.deliver(&next, out).await;
+    }
+    out.batch = false;
+    result?;
+    out.flush().await
 }
 
 /// Send what the market inbox holds: at most one message per subscribed topic.
