@@ -11,8 +11,9 @@ use tradewire_protocol::Row;
 
 use super::ApiQuery;
 use super::auth::AuthUser;
+use super::owned_row;
 use crate::app::AppState;
-use crate::db::rows::{get_row, scan_rows};
+use crate::db::rows::scan_rows;
 use crate::error::{ApiError, ApiResult};
 
 const DEFAULT_LIMIT: usize = 100;
@@ -55,13 +56,8 @@ async fn list(
 
 /// `GET /v1/<topic>/{id}`: one of the caller's rows; someone else's is "not found".
 async fn one(state: AppState, user: AuthUser, topic: &'static str, id: String) -> ApiResult<Json<Row>> {
-    let table = state.db.catalog().topic(topic).ok_or_else(|| ApiError::not_found(topic))?.clone();
-    state
-        .db
-        .read(move |c| get_row(c, &table, &user.id, &id))
-        .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found(topic.trim_end_matches('s')))
+    let catalog = state.db.catalog().clone();
+    state.db.read(move |c| Ok(owned_row(c, &catalog, topic, &user.id, &id))).await?.map(Json)
 }
 
 macro_rules! list_handlers {

@@ -375,8 +375,7 @@ impl Session {
     /// Deliver a live change to every subscription that wants it.
     pub async fn deliver<O: Output>(&mut self, change: &Arc<Change>, out: &mut O) -> Result<(), Stop> {
         self.head = self.head.max(change.seq);
-        let ids: Vec<Arc<str>> = self.subs.deliver(change).collect();
-        for id in ids {
+        for id in self.subs.deliver(change) {
             out.send(Out::Event { sub: &id, change }).await?;
         }
         Ok(())

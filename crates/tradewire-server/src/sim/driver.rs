@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use rusqlite::OptionalExtension;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -219,8 +220,7 @@ async fn existing_order(db: &Db, order: &tradewire_sim::NewOrder) -> Result<Opti
                 [&user, &cid],
                 |r| r.get(0),
             )
-            .map(Some)
-            .or_else(|e| if e == rusqlite::Error::QueryReturnedNoRows { Ok(None) } else { Err(e) })?;
+            .optional()?;
         match id {
             Some(id) => Ok(crate::db::rows::get_row(c, &table, &user, &id)?.map(Value::Object)),
             None => Ok(None),

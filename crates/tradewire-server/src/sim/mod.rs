@@ -65,14 +65,19 @@ pub enum Refusal {
 
 impl From<Denied> for Refusal {
     fn from(d: Denied) -> Self {
-        let reason = serde_json::to_value(d.reason)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_else(|| "denied".into());
-        if reason.starts_with("unknown_") {
-            Refusal::NotFound(d.message)
-        } else {
-            Refusal::Denied { reason, message: d.message }
+        use tradewire_sim::DenyReason::*;
+        match d.reason {
+            UnknownPortfolio | UnknownSymbol | UnknownBot | UnknownOrder | UnknownPosition => {
+                Refusal::NotFound(d.message)
+            }
+            reason => Refusal::Denied {
+                // The snake_case name the simulator gives each reason.
+                reason: serde_json::to_value(reason)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_else(|| "denied".into()),
+                message: d.message,
+            },
         }
     }
 }
