@@ -80,12 +80,15 @@ pub enum StartError {
 
 impl Server {
     /// Open the database (migrations, capture triggers, demo data) and build the state.
-    pub fn build(config: Config) -> Result<Self, StartError> {
-        let db = Db::open(&config.data_dir, config.db_pool_size)?;
+    pub async fn build(config: Config) -> Result<Self, StartError> {
+        let settings = config.db_settings();
+        let db = tokio::task::spawn_blocking(move || Db::open(&settings))
+            .await
+            .map_err(|_| crate::db::DbError::Join)??;
         if config.demo {
-            seed::demo(&db)?;
+            db.write(|tx| seed::demo(tx)).await?;
         } else {
-            seed::instruments(&db)?;
+            db.write(|tx| seed::instruments(tx)).await?;
         }
         let secret = load_or_create_secret(config.jwt_secret.as_ref(), &config.data_dir)
             .map_err(|source| StartError::Secret { dir: config.data_dir.display().to_string(), source })?;
@@ -200,5 +203,5 @@ impl Server {
 
 /// Build and serve: the entry point of `tradewire serve` and of the tests.
 pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    Server::build(config)?.serve(listener, shutdown).await
+    Server::build(config).await?.serve(listener, shutdown).await
 }

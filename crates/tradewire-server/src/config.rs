@@ -23,6 +23,15 @@ pub enum LogFormat {
     Json,
 }
 
+/// Capture mechanism on PostgreSQL (SQLite always captures with triggers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum CaptureMode {
+    #[default]
+    Logical,
+    Outbox,
+}
+
 /// Everything the server can be told.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -67,8 +76,22 @@ pub struct Config {
     pub sim_seed: u64,
     /// Simulator steps (market ticks per symbol) per second.
     pub sim_ticks_per_second: u32,
-    /// Connections in the SQLite pool.
+    /// Connections in the database pool.
     pub db_pool_size: u32,
+    /// `postgres://user@host:port/db` to run on PostgreSQL; absent: the embedded SQLite
+    /// database in `data_dir`.
+    pub database: Option<String>,
+    /// How changes are captured on PostgreSQL: `logical` (logical replication, the default)
+    /// or `outbox` (triggers and an outbox table, where replication is not allowed).
+    pub capture: CaptureMode,
+    /// Replication slot and publication names (logical capture).
+    pub slot: String,
+    pub publication: String,
+    /// Bound on the WAL the slot may hold back, in bytes; crossing it is logged and shown
+    /// in `/metrics`.
+    pub max_slot_lag_bytes: u64,
+    /// Operator tables captured besides the built-in trading schema.
+    pub tables: Vec<crate::db::TableSpec>,
     pub log_format: LogFormat,
     /// `tracing` filter directive, e.g. `info,tradewire_server=debug`.
     pub log: String,
@@ -98,6 +121,12 @@ impl Default for Config {
             sim_seed: 42,
             sim_ticks_per_second: 4,
             db_pool_size: 8,
+            database: None,
+            capture: CaptureMode::Logical,
+            slot: "tradewire".into(),
+            publication: "tradewire".into(),
+            max_slot_lag_bytes: 256 << 20,
+            tables: Vec::new(),
             log_format: LogFormat::Pretty,
             log: "info".into(),
         }
@@ -117,6 +146,10 @@ pub struct Overrides {
     pub log_format: Option<LogFormat>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub simulator: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capture: Option<CaptureMode>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -156,6 +189,19 @@ impl Config {
         crate::sim::SimSettings {
             seed: self.sim_seed,
             ticks_per_second: self.sim_ticks_per_second.clamp(1, 100),
+        }
+    }
+
+    pub fn db_settings(&self) -> crate::db::DbSettings {
+        crate::db::DbSettings {
+            data_dir: self.data_dir.clone(),
+            database: self.database.clone().filter(|d| !d.is_empty()),
+            pool_size: self.db_pool_size,
+            capture: self.capture,
+            slot: self.slot.clone(),
+            publication: self.publication.clone(),
+            max_slot_lag_bytes: self.max_slot_lag_bytes,
+            tables: self.tables.clone(),
         }
     }
 

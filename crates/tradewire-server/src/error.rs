@@ -55,6 +55,12 @@ impl From<rusqlite::Error> for ApiError {
     }
 }
 
+impl From<postgres::Error> for ApiError {
+    fn from(e: postgres::Error) -> Self {
+        DbError::from(e).into()
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({"error": {"code": self.code, "message": self.message}});

@@ -4,10 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use rusqlite::OptionalExtension;
 use tokio_util::sync::CancellationToken;
 use tradewire_client::{Options, Subscriber, Update};
-use tradewire_server::config::{Config, LogFormat, Overrides};
+use tradewire_server::config::{CaptureMode, Config, LogFormat, Overrides};
 use tradewire_server::{Server, telemetry};
 
 #[derive(Debug, Parser)]
@@ -19,6 +18,9 @@ struct Cli {
     /// Data directory (database, generated JWT secret). Default: ./data
     #[arg(long, global = true)]
     data_dir: Option<PathBuf>,
+    /// PostgreSQL instead of the embedded SQLite: postgres://user[:password]@host:port/db
+    #[arg(long, global = true, env = "TRADEWIRE_DATABASE")]
+    database: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -39,7 +41,12 @@ enum Command {
         /// Log as JSON lines.
         #[arg(long)]
         json_logs: bool,
+        /// How PostgreSQL changes are captured: logical (replication) or outbox (triggers).
+        #[arg(long, value_enum)]
+        capture: Option<CaptureMode>,
     },
+    /// Apply the schema migrations and exit (they are also applied by `serve`).
+    Migrate,
     /// Mint a token for a user (for scripts and `tail`).
     Token {
         #[arg(long)]
@@ -71,15 +78,19 @@ enum Command {
 }
 
 fn config(cli: &Cli, overrides: Overrides) -> anyhow::Result<Config> {
-    Ok(Config::load(cli.config.as_deref(), &Overrides { data_dir: cli.data_dir.clone(), ..overrides })?)
+    Ok(Config::load(
+        cli.config.as_deref(),
+        &Overrides { data_dir: cli.data_dir.clone(), database: cli.database.clone(), ..overrides },
+    )?)
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match &cli.command {
-        Command::Serve { listen, no_demo, no_sim, json_logs } => {
+        Command::Serve { listen, no_demo, no_sim, json_logs, capture } => {
             let overrides = Overrides {
+                capture: *capture,
                 listen: *listen,
                 demo: no_demo.then_some(false),
                 simulator: no_sim.then_some(false),
@@ -90,16 +101,27 @@ async fn main() -> anyhow::Result<()> {
             telemetry::init_logs(&config.log, config.log_format);
             serve(config).await
         }
+        Command::Migrate => {
+            let config = config(&cli, Overrides::default())?;
+            telemetry::init_logs(&config.log, config.log_format);
+            let settings = config.db_settings();
+            let n = tokio::task::spawn_blocking(move || tradewire_server::db::Db::migrate_only(&settings)).await??;
+            println!("applied {n} migration(s)");
+            Ok(())
+        }
         Command::Token { user, ttl } => {
             let config = config(&cli, Overrides::default())?;
-            println!("{}", mint(&config, user, *ttl)?);
+            println!("{}", tokio::task::block_in_place(|| mint(&config, user, *ttl))?);
             Ok(())
         }
         Command::Tail { url, token, user, topics, filter, from } => {
             telemetry::init_logs("warn", LogFormat::Pretty);
             let token = match (token, user) {
                 (Some(t), _) => t.clone(),
-                (None, Some(u)) => mint(&config(&cli, Overrides::default())?, u, None)?,
+                (None, Some(u)) => {
+                    let config = config(&cli, Overrides::default())?;
+                    tokio::task::block_in_place(|| mint(&config, u, None))?
+                }
                 (None, None) => anyhow::bail!("give --token (or TRADEWIRE_TOKEN) or --user"),
             };
             tail(url, token, topics, filter.as_deref(), from.as_deref()).await
@@ -113,7 +135,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     let demo = config.demo;
-    let server = Server::build(config).context("cannot start")?;
+    let server = Server::build(config).await.context("cannot start")?;
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();
     tokio::spawn(async move {
@@ -137,13 +159,22 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 
 /// Mint a token from the data directory's secret, for a username.
 fn mint(config: &Config, username: &str, ttl: Option<i64>) -> anyhow::Result<String> {
-    let path = config.data_dir.join("tradewire.db");
-    anyhow::ensure!(path.exists(), "no database at {} (run `tradewire serve` first)", path.display());
-    let conn = rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-    let user_id: String = conn
-        .query_row("SELECT id FROM users WHERE username = ?1", [username], |r| r.get(0))
-        .optional()?
-        .with_context(|| format!("no user {username:?}"))?;
+    use tradewire_server::db::Sql;
+    let query = "SELECT id FROM users WHERE username = ?1";
+    let user_id = match config.database.as_deref().filter(|d| !d.is_empty()) {
+        Some(url) => {
+            let mut client = postgres::Client::connect(url, postgres::NoTls).context("connecting to PostgreSQL")?;
+            client.text(query, tradewire_server::sql_params![username])?
+        }
+        None => {
+            let path = config.data_dir.join("tradewire.db");
+            anyhow::ensure!(path.exists(), "no database at {} (run `tradewire serve` first)", path.display());
+            let conn =
+                rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+            tradewire_server::db::sql::Lite(&conn).text(query, tradewire_server::sql_params![username])?
+        }
+    }
+    .with_context(|| format!("no user {username:?}"))?;
     let secret = tradewire_server::auth::load_or_create_secret(config.jwt_secret.as_ref(), &config.data_dir)?;
     let tokens = tradewire_server::auth::Tokens::new(&secret, config.token_ttl_secs);
     Ok(tokens.issue(&user_id, username, ttl).0)

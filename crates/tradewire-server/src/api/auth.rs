@@ -4,7 +4,6 @@ use axum::Json;
 use axum::extract::{FromRequestParts, State};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
-use rusqlite::OptionalExtension;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -52,10 +51,14 @@ pub async fn login(State(state): State<AppState>, ApiJson(body): ApiJson<Login>)
     let found: Option<(String, String)> = state
         .db
         .read(move |c| {
-            Ok(c.query_row("SELECT id, password_hash FROM users WHERE username = ?1", [&username], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .optional()?)
+            let row = c.query_opt(
+                "SELECT id, password_hash FROM users WHERE username = ?1",
+                crate::sql_params![&username],
+            )?;
+            Ok(row.map(|r| {
+                let mut r = r.into_iter().map(|c| c.into_text().unwrap_or_default());
+                (r.next().unwrap_or_default(), r.next().unwrap_or_default())
+            }))
         })
         .await?;
     // Hashing runs on the blocking pool: Argon2 is deliberately slow. An unknown username

@@ -3,7 +3,6 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use rusqlite::params;
 use serde::Deserialize;
 use serde_json::Value;
 use tradewire_protocol::Row;
@@ -12,7 +11,8 @@ use super::ApiJson;
 use super::auth::AuthUser;
 use super::{change_owned_row, new_id, owned_row};
 use crate::app::AppState;
-use crate::db::now_ms;
+use crate::db::{Sql, now_ms};
+use crate::sql_params as params;
 use crate::error::{ApiError, ApiResult};
 
 #[derive(Debug, Deserialize)]
@@ -62,18 +62,17 @@ fn check_config(config: &Option<Value>) -> ApiResult<String> {
     }
 }
 
-fn check_symbol(conn: &rusqlite::Connection, symbol: &str) -> ApiResult<()> {
-    let known: bool =
-        conn.query_row("SELECT EXISTS(SELECT 1 FROM instruments WHERE symbol = ?1)", [symbol], |r| r.get(0))?;
+fn check_symbol(conn: &mut dyn Sql, symbol: &str) -> ApiResult<()> {
+    let known = conn
+        .value("SELECT EXISTS(SELECT 1 FROM instruments WHERE symbol = ?1)", params![symbol])?
+        .is_some_and(|c| c.truthy());
     if known { Ok(()) } else { Err(ApiError::bad_request(format!("unknown symbol {symbol:?}"))) }
 }
 
-fn check_portfolio(conn: &rusqlite::Connection, user: &str, id: &str) -> ApiResult<()> {
-    let mine: bool = conn.query_row(
-        "SELECT EXISTS(SELECT 1 FROM portfolios WHERE id = ?1 AND user_id = ?2)",
-        [id, user],
-        |r| r.get(0),
-    )?;
+fn check_portfolio(conn: &mut dyn Sql, user: &str, id: &str) -> ApiResult<()> {
+    let mine = conn
+        .value("SELECT EXISTS(SELECT 1 FROM portfolios WHERE id = ?1 AND user_id = ?2)", params![id, user])?
+        .is_some_and(|c| c.truthy());
     if mine { Ok(()) } else { Err(ApiError::bad_request(format!("no portfolio {id:?}"))) }
 }
 
@@ -98,7 +97,7 @@ pub async fn create(
             tx.execute(
                 "INSERT INTO trading_bots(id, user_id, portfolio_id, name, strategy, symbol, status, config, created_at, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'stopped', ?7, ?8, ?8)",
-                params![id, user.id, bot.portfolio_id, bot.name.trim(), bot.strategy.trim(), bot.symbol, config, now],
+                params![&id, &user.id, &bot.portfolio_id, bot.name.trim(), bot.strategy.trim(), &bot.symbol, config, now],
             )?;
             owned_row(tx, &catalog, "bots", &user.id, &id)
         })
@@ -136,12 +135,12 @@ pub async fn update(
                      config = COALESCE(?7, config), updated_at = ?8
                  WHERE id = ?1 AND user_id = ?2",
                 params![
-                    id,
-                    user.id,
-                    patch.name,
-                    patch.strategy,
-                    patch.symbol,
-                    patch.portfolio_id,
+                    &id,
+                    &user.id,
+                    &patch.name,
+                    &patch.strategy,
+                    &patch.symbol,
+                    &patch.portfolio_id,
                     config,
                     now_ms()
                 ],
@@ -166,7 +165,7 @@ pub async fn remove(
             if bot.get("status").and_then(Value::as_str) == Some("running") {
                 return Err(ApiError::conflict("stop the bot before deleting it"));
             }
-            tx.execute("DELETE FROM trading_bots WHERE id = ?1 AND user_id = ?2", params![id, user.id])?;
+            tx.execute("DELETE FROM trading_bots WHERE id = ?1 AND user_id = ?2", params![&id, &user.id])?;
             Ok(StatusCode::NO_CONTENT)
         })
         .await?;
@@ -202,8 +201,15 @@ pub async fn command(
         )?;
         tx.execute(
             "INSERT INTO lifecycle(id, user_id, entity, entity_id, event, detail, ts)
-             VALUES (?1, ?2, 'bot', ?3, ?4, json_object('from', ?5, 'to', ?6, 'by', 'api'), ?7)",
-            params![new_id("lc"), user_id, id, format!("bot.{action}"), current, target, now_ms()],
+             VALUES (?1, ?2, 'bot', ?3, ?4, ?5, ?6)",
+            params![
+                new_id("lc"),
+                user_id,
+                id,
+                format!("bot.{action}"),
+                serde_json::json!({"from": current, "to": target, "by": "api"}).to_string(),
+                now_ms()
+            ],
         )?;
         Ok(())
     })

@@ -50,7 +50,7 @@ pub(crate) fn new_id(prefix: &str) -> String {
 
 /// One of `user`'s rows of `topic`, read inside a write transaction, or 404.
 pub(crate) fn owned_row(
-    conn: &rusqlite::Connection,
+    conn: &mut dyn crate::db::Sql,
     state_catalog: &crate::db::Catalog,
     topic: &str,
     user: &str,
@@ -72,7 +72,7 @@ pub(crate) async fn change_owned_row<F>(
     change: F,
 ) -> crate::error::ApiResult<axum::Json<tradewire_protocol::Row>>
 where
-    F: FnOnce(&rusqlite::Transaction<'_>, &tradewire_protocol::Row, &str) -> crate::error::ApiResult<()>
+    F: FnOnce(&mut dyn crate::db::Sql, &tradewire_protocol::Row, &str) -> crate::error::ApiResult<()>
         + Send
         + 'static,
 {

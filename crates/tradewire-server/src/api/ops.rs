@@ -36,15 +36,14 @@ pub async fn symbols(State(state): State<AppState>, _user: AuthUser) -> ApiResul
     let items = state
         .db
         .read(|c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT json_object('symbol', symbol, 'base', base, 'quote', quote, 'tick_size', tick_size,
-                    'lot_size', lot_size, 'min_notional', min_notional, 'max_leverage', max_leverage,
-                    'maintenance_margin_rate', maintenance_margin_rate, 'maker_fee', maker_fee,
-                    'taker_fee', taker_fee) FROM instruments ORDER BY symbol",
-            )?;
-            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-            Ok(rows
-                .filter_map(|r| r.ok())
+            let table = crate::db::catalog::instruments_table();
+            let sql = format!(
+                "SELECT {} FROM instruments ORDER BY symbol",
+                crate::db::rows::json_row_expr(c.dialect(), &table, "")
+            );
+            Ok(c.query(&sql, &[])?
+                .into_iter()
+                .filter_map(|r| r.into_iter().next()?.into_text())
                 .filter_map(|t| serde_json::from_str::<Value>(&t).ok())
                 .collect::<Vec<_>>())
         })

@@ -6,7 +6,6 @@ use std::str::FromStr;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use rusqlite::{OptionalExtension, params};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::Value;
@@ -16,7 +15,8 @@ use super::ApiJson;
 use super::auth::AuthUser;
 use super::{change_owned_row, new_id, owned_row};
 use crate::app::AppState;
-use crate::db::now_ms;
+use crate::db::{Sql, now_ms};
+use crate::sql_params as params;
 use crate::error::{ApiError, ApiResult};
 use crate::sim::Refusal;
 use tradewire_protocol::ErrorCode;
@@ -118,17 +118,16 @@ pub async fn place_order(
         .db
         .write(move |tx| {
             // Writes are serialized (BEGIN IMMEDIATE), so check-then-insert cannot race.
-            let existing: Option<String> = tx
-                .query_row(
-                    "SELECT id FROM orders WHERE user_id = ?1 AND client_order_id = ?2",
-                    params![user.id, client_order_id],
-                    |r| r.get(0),
-                )
-                .optional()?;
+            let existing = tx.text(
+                "SELECT id FROM orders WHERE user_id = ?1 AND client_order_id = ?2",
+                params![&user.id, &client_order_id],
+            )?;
             if let Some(id) = existing {
                 return Ok((StatusCode::OK, Json(owned_row(tx, &catalog, "orders", &user.id, &id)?)));
             }
-            let known: bool = tx.query_row("SELECT EXISTS(SELECT 1 FROM instruments WHERE symbol = ?1)", [&o.symbol], |r| r.get(0))?;
+            let known = tx
+                .value("SELECT EXISTS(SELECT 1 FROM instruments WHERE symbol = ?1)", params![&o.symbol])?
+                .is_some_and(|c| c.truthy());
             if !known {
                 return Err(ApiError::bad_request(format!("unknown symbol {:?}", o.symbol)));
             }
@@ -142,7 +141,7 @@ pub async fn place_order(
                 "INSERT INTO orders(id, user_id, portfolio_id, bot_id, client_order_id, symbol, side, type, time_in_force,
                      price, stop_price, quantity, status, reduce_only, post_only, created_at, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 'new', ?13, ?14, ?15, ?15)",
-                params![id, user.id, portfolio, o.bot_id, client_order_id, o.symbol, side, kind, tif, price, stop_price, quantity,
+                params![&id, &user.id, portfolio, &o.bot_id, &client_order_id, &o.symbol, side, kind, tif, price, stop_price, quantity,
                     o.reduce_only, o.post_only, now],
             )?;
             Ok((StatusCode::CREATED, Json(owned_row(tx, &catalog, "orders", &user.id, &id)?)))
@@ -152,28 +151,16 @@ pub async fn place_order(
 
 /// The portfolio an order goes to: the one named (it must be the user's), else the user's
 /// first.
-fn portfolio_of(
-    conn: &rusqlite::Connection,
-    user: &str,
-    requested: Option<&str>,
-) -> ApiResult<Option<String>> {
+fn portfolio_of(conn: &mut dyn Sql, user: &str, requested: Option<&str>) -> ApiResult<Option<String>> {
     Ok(match requested {
         Some(p) => Some(
-            conn.query_row(
-                "SELECT id FROM portfolios WHERE id = ?1 AND user_id = ?2",
-                params![p, user],
-                |r| r.get(0),
-            )
-            .optional()?
-            .ok_or_else(|| ApiError::bad_request(format!("no portfolio {p:?}")))?,
+            conn.text("SELECT id FROM portfolios WHERE id = ?1 AND user_id = ?2", params![p, user])?
+                .ok_or_else(|| ApiError::bad_request(format!("no portfolio {p:?}")))?,
         ),
-        None => conn
-            .query_row(
-                "SELECT id FROM portfolios WHERE user_id = ?1 ORDER BY created_at, id LIMIT 1",
-                [user],
-                |r| r.get(0),
-            )
-            .optional()?,
+        None => conn.text(
+            "SELECT id FROM portfolios WHERE user_id = ?1 ORDER BY created_at, id LIMIT 1",
+            params![user],
+        )?,
     })
 }
 

@@ -4,13 +4,14 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use rusqlite::{Connection, OptionalExtension, params};
 use tradewire_hub::{Change, Filter};
 use tradewire_protocol::{ChangeOp, Position, Row};
 
 use super::events::domain_events;
-use crate::db::rows::scan_rows;
+use crate::db::rows::{parse_row, scan_rows};
+use crate::db::sql::{Cell, Dialect, Sql};
 use crate::db::{Db, DbError, Result};
+use crate::sql_params;
 
 /// Why a position cannot be served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,56 +48,61 @@ pub struct ChangeLog {
     db: Db,
 }
 
-struct LogRow {
-    id: i64,
-    user_id: String,
-    seq: u64,
-    topic: String,
-    op: String,
-    row: Option<String>,
-    old: Option<String>,
-    commit_ts: i64,
+/// One row of `tw_changes`.
+pub(crate) struct LogRow {
+    pub id: i64,
+    pub user_id: String,
+    pub seq: u64,
+    pub topic: String,
+    pub op: String,
+    pub row: Option<String>,
+    pub old: Option<String>,
+    pub commit_ts: i64,
 }
 
-const LOG_COLUMNS: &str = "id, user_id, seq, topic, op, row_json, old_json, commit_ts";
+pub(crate) const LOG_COLUMNS: &str = "id, user_id, seq, topic, op, row_json, old_json, commit_ts";
 
-fn log_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LogRow> {
+pub(crate) fn log_row(r: Vec<Cell>) -> Result<LogRow> {
+    let [id, user_id, seq, topic, op, row, old, commit_ts]: [Cell; 8] =
+        r.try_into().map_err(|_| DbError::Decode("a change-log row has 8 columns".into()))?;
     Ok(LogRow {
-        id: r.get(0)?,
-        user_id: r.get(1)?,
-        seq: r.get(2)?,
-        topic: r.get(3)?,
-        op: r.get(4)?,
-        row: r.get(5)?,
-        old: r.get(6)?,
-        commit_ts: r.get(7)?,
+        id: id.int(),
+        user_id: user_id.into_text().unwrap_or_default(),
+        seq: seq.int().max(0) as u64,
+        topic: topic.into_text().unwrap_or_default(),
+        op: op.into_text().unwrap_or_default(),
+        row: row.into_text(),
+        old: old.into_text(),
+        commit_ts: commit_ts.int(),
     })
-}
-
-fn parse_json(text: Option<String>) -> Result<Option<Row>> {
-    text.map(|t| {
-        serde_json::from_str(&t).map_err(|e| {
-            DbError::Sqlite(rusqlite::Error::FromSqlConversionFailure(
-                0,
-                rusqlite::types::Type::Text,
-                Box::new(e),
-            ))
-        })
-    })
-    .transpose()
 }
 
 /// Build the shared, encoded change of a log row.
-fn to_change(epoch: &Arc<str>, r: LogRow) -> Result<Change> {
+pub(crate) fn to_change(epoch: &Arc<str>, r: LogRow) -> Result<Change> {
     let op = match r.op.as_str() {
         "insert" => ChangeOp::Insert,
         "update" => ChangeOp::Update,
         _ => ChangeOp::Delete,
     };
-    let row = parse_json(r.row)?;
-    let old = parse_json(r.old)?;
-    let events = domain_events(&r.topic, old.as_ref(), row.as_ref());
-    Ok(Change::new(r.user_id.into(), epoch.clone(), r.seq, r.topic.into(), op, events, r.commit_ts, row, old))
+    let row = r.row.as_deref().map(parse_row).transpose()?;
+    let old = r.old.as_deref().map(parse_row).transpose()?;
+    Ok(make_change(epoch, r.user_id, r.seq, r.topic, op, r.commit_ts, row, old))
+}
+
+/// The shared, encoded change, with its domain events.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn make_change(
+    epoch: &Arc<str>,
+    user: String,
+    seq: u64,
+    topic: String,
+    op: ChangeOp,
+    commit_ts: i64,
+    row: Option<Row>,
+    old: Option<Row>,
+) -> Change {
+    let events = domain_events(&topic, old.as_ref(), row.as_ref());
+    Change::new(user.into(), epoch.clone(), seq, topic.into(), op, events, commit_ts, row, old)
 }
 
 impl ChangeLog {
@@ -113,12 +119,10 @@ impl ChangeLog {
     }
 
     /// The last `seq` handed out to `user` (0 before the first change).
-    pub fn head_sync(conn: &Connection, user: &str) -> Result<u64> {
+    pub fn head_sync(conn: &mut dyn Sql, user: &str) -> Result<u64> {
         Ok(conn
-            .prepare_cached("SELECT seq FROM tw_user_seq WHERE user_id = ?1")?
-            .query_row([user], |r| r.get(0))
-            .optional()?
-            .unwrap_or(0))
+            .value("SELECT seq FROM tw_user_seq WHERE user_id = ?1", sql_params![user])?
+            .map_or(0, |c| c.int().max(0) as u64))
     }
 
     pub async fn head(&self, user: &str) -> Result<u64> {
@@ -128,7 +132,7 @@ impl ChangeLog {
 
     /// Can the changes after `from` be served? On success, the head at the time of asking.
     pub fn check_from_sync(
-        conn: &Connection,
+        conn: &mut dyn Sql,
         epoch: &str,
         user: &str,
         from: &Position,
@@ -141,9 +145,12 @@ impl ChangeLog {
             return Ok(Err(Resync::PositionAhead));
         }
         if from.seq < head {
-            let next_retained: bool = conn
-                .prepare_cached("SELECT EXISTS(SELECT 1 FROM tw_changes WHERE user_id = ?1 AND seq = ?2)")?
-                .query_row(params![user, from.seq + 1], |r| r.get(0))?;
+            let next_retained = conn
+                .value(
+                    "SELECT EXISTS(SELECT 1 FROM tw_changes WHERE user_id = ?1 AND seq = ?2)",
+                    sql_params![user, from.seq + 1],
+                )?
+                .is_some_and(|c| c.truthy());
             if !next_retained {
                 return Ok(Err(Resync::HistoryExpired));
             }
@@ -162,17 +169,24 @@ impl ChangeLog {
         let (user, epoch) = (user.to_owned(), self.epoch().clone());
         self.db
             .read(move |c| {
-                let mut stmt = c.prepare_cached(&format!(
-                    "SELECT {LOG_COLUMNS} FROM tw_changes WHERE user_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
-                ))?;
-                let rows = stmt.query_map(params![user, after, limit as i64], log_row)?;
-                rows.map(|r| Ok(Arc::new(to_change(&epoch, r?)?))).collect()
+                let rows = c.query(
+                    &format!(
+                        "SELECT {LOG_COLUMNS} FROM tw_changes WHERE user_id = ?1 AND seq > ?2 \
+                         ORDER BY seq LIMIT ?3"
+                    ),
+                    sql_params![user, after, limit as i64],
+                )?;
+                rows.into_iter().map(|r| Ok(Arc::new(to_change(&epoch, log_row(r)?)?))).collect()
             })
             .await
     }
 
     /// The current rows of `topics` for `user` that pass `filter`, and the head of the
-    /// user's stream, read in one transaction: the rows are exactly the state after `head`.
+    /// user's stream, read in one transaction: on SQLite and with the outbox the rows are
+    /// exactly the state after `head`. With logical capture the rows may already hold
+    /// changes numbered after `head` (committed to the tables, not yet to the log); those
+    /// changes are then delivered after the snapshot, and applying a change is idempotent
+    /// (an upsert or delete of the whole row), so the client ends in the same state.
     pub async fn snapshot(
         &self,
         user: &str,
@@ -184,8 +198,11 @@ impl ChangeLog {
         let catalog = self.db.catalog().clone();
         self.db
             .read(move |c| {
-                // A read transaction in WAL mode sees one consistent state of the database.
-                c.execute_batch("BEGIN DEFERRED")?;
+                c.batch(match c.dialect() {
+                    // A read transaction in WAL mode sees one consistent state of the database.
+                    Dialect::Sqlite => "BEGIN DEFERRED",
+                    Dialect::Postgres => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+                })?;
                 let result = (|| {
                     let mut out =
                         SnapshotRows { head: Self::head_sync(c, &user)?, ..SnapshotRows::default() };
@@ -199,45 +216,53 @@ impl ChangeLog {
                     }
                     Ok(out)
                 })();
-                c.execute_batch("COMMIT")?;
+                c.batch("COMMIT")?;
                 result
             })
             .await
     }
 
-    /// The pump's view: every change with log id above `after_id`, in commit order.
+    /// The pump's view: every change with log id above `after_id`, in commit order (SQLite,
+    /// one writer at a time).
     pub fn read_global_sync(
-        conn: &Connection,
+        conn: &mut dyn Sql,
         epoch: &Arc<str>,
         after_id: i64,
         limit: usize,
     ) -> Result<Vec<(i64, Change)>> {
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {LOG_COLUMNS} FROM tw_changes WHERE id > ?1 ORDER BY id LIMIT ?2"
-        ))?;
-        let rows = stmt.query_map(params![after_id, limit as i64], log_row)?;
-        rows.map(|r| {
-            let r = r?;
-            let id = r.id;
-            Ok((id, to_change(epoch, r)?))
-        })
-        .collect()
+        let rows = conn.query(
+            &format!("SELECT {LOG_COLUMNS} FROM tw_changes WHERE id > ?1 ORDER BY id LIMIT ?2"),
+            sql_params![after_id, limit as i64],
+        )?;
+        rows.into_iter()
+            .map(|r| {
+                let r = log_row(r)?;
+                Ok((r.id, to_change(epoch, r)?))
+            })
+            .collect()
     }
 
     /// The id of the newest log row (0 when empty).
-    pub fn last_id_sync(conn: &Connection) -> Result<i64> {
-        Ok(conn.query_row("SELECT COALESCE(MAX(id), 0) FROM tw_changes", [], |r| r.get(0))?)
+    pub fn last_id_sync(conn: &mut dyn Sql) -> Result<i64> {
+        Ok(conn.value("SELECT COALESCE(MAX(id), 0) FROM tw_changes", &[])?.map_or(0, |c| c.int()))
     }
 
     /// Drop log rows committed before `cutoff_ms`, oldest first and at most `batch` of them.
-    /// The log stays a contiguous suffix, so every position inside the window stays servable.
-    pub fn prune_sync(conn: &Connection, cutoff_ms: i64, batch: i64) -> Result<usize> {
-        Ok(conn.execute(
-            "DELETE FROM tw_changes WHERE id < MIN(
-                 COALESCE((SELECT MIN(id) FROM tw_changes WHERE commit_ts >= ?1),
-                          (SELECT COALESCE(MAX(id), 0) + 1 FROM tw_changes)),
-                 (SELECT COALESCE(MIN(id), 0) FROM tw_changes) + ?2)",
-            params![cutoff_ms, batch],
-        )?)
+    /// The log stays a contiguous suffix per user, so every position inside the window stays
+    /// servable.
+    pub fn prune_sync(conn: &mut dyn Sql, cutoff_ms: i64, batch: i64) -> Result<u64> {
+        let least = match conn.dialect() {
+            Dialect::Sqlite => "MIN",
+            Dialect::Postgres => "LEAST",
+        };
+        conn.execute(
+            &format!(
+                "DELETE FROM tw_changes WHERE id < {least}(
+                     COALESCE((SELECT MIN(id) FROM tw_changes WHERE commit_ts >= ?1),
+                              (SELECT COALESCE(MAX(id), 0) + 1 FROM tw_changes)),
+                     (SELECT COALESCE(MIN(id), 0) FROM tw_changes) + ?2)"
+            ),
+            sql_params![cutoff_ms, batch],
+        )
     }
 }

@@ -7,6 +7,9 @@
 
 pub mod events;
 pub mod log;
+pub mod logical;
+pub mod outbox;
+pub mod pgoutput;
 pub mod pump;
 
 pub use log::{ChangeLog, Resync, SnapshotRows};

@@ -10,7 +10,8 @@ use tokio_util::sync::CancellationToken;
 use tradewire_hub::Hub;
 
 use super::ChangeLog;
-use crate::db::{Db, Result, now_ms};
+use crate::db::sql::Lite;
+use crate::db::{Capture, Db, Result, now_ms};
 
 /// The poll interval while changes are flowing.
 const BUSY_POLL: Duration = Duration::from_millis(1);
@@ -26,15 +27,44 @@ pub struct PumpSettings {
     pub batch: usize,
 }
 
-/// Run the pump until `stop` is cancelled; then publish what is already committed and
-/// return (the "let the pump finish its batch" step of shutdown).
+/// Run the changefeed of the database's capture mode until `stop` is cancelled; then
+/// publish what is already committed and return (the "let the pump finish its batch" step
+/// of shutdown).
 pub async fn run(db: Db, hub: Hub, settings: PumpSettings, stop: CancellationToken) -> Result<()> {
-    let conn = Arc::new(std::sync::Mutex::new(db.dedicated_connection()?));
+    match db.capture() {
+        Capture::SqliteTriggers => run_sqlite(db, hub, settings, stop).await,
+        Capture::Outbox => super::outbox::run(db, hub, settings, stop).await,
+        Capture::Logical { .. } => super::logical::run(db, hub, settings, stop).await,
+    }
+}
+
+/// Publish one change, recording the pump lag.
+pub(crate) fn publish(hub: &Hub, change: tradewire_hub::Change, now: i64) {
+    metrics::histogram!("tradewire_pump_lag_seconds").record((now - change.commit_ts).max(0) as f64 / 1000.0);
+    hub.publish(Arc::new(change));
+}
+
+/// Prune the log on a pooled connection when `every` has passed since `last`.
+pub(crate) async fn prune_if_due(db: &Db, settings: &PumpSettings, last: &mut Instant) {
+    if last.elapsed() < settings.prune_every {
+        return;
+    }
+    *last = Instant::now();
+    let cutoff = now_ms() - settings.retention.as_millis() as i64;
+    match db.read(move |c| ChangeLog::prune_sync(c, cutoff, 50_000)).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(n, "pruned change log past retention"),
+        Err(e) => tracing::warn!(error = %e, "pruning the change log failed; will retry"),
+    }
+}
+
+async fn run_sqlite(db: Db, hub: Hub, settings: PumpSettings, stop: CancellationToken) -> Result<()> {
+    let conn = Arc::new(std::sync::Mutex::new(db.sqlite_connection()?));
     let epoch = db.epoch().clone();
     let mut cursor = {
         let conn = conn.clone();
         tokio::task::spawn_blocking(move || {
-            ChangeLog::last_id_sync(&conn.lock().unwrap_or_else(|p| p.into_inner()))
+            ChangeLog::last_id_sync(&mut Lite(&conn.lock().unwrap_or_else(|p| p.into_inner())))
         })
         .await
         .map_err(|_| crate::db::DbError::Join)??
@@ -60,7 +90,7 @@ pub async fn run(db: Db, hub: Hub, settings: PumpSettings, stop: CancellationTok
             let batch = settings.batch;
             let changes = tokio::task::spawn_blocking(move || {
                 ChangeLog::read_global_sync(
-                    &conn.lock().unwrap_or_else(|p| p.into_inner()),
+                    &mut Lite(&conn.lock().unwrap_or_else(|p| p.into_inner())),
                     &epoch,
                     cursor,
                     batch,
@@ -82,9 +112,7 @@ pub async fn run(db: Db, hub: Hub, settings: PumpSettings, stop: CancellationTok
             let now = now_ms();
             for (id, change) in changes {
                 cursor = id;
-                metrics::histogram!("tradewire_pump_lag_seconds")
-                    .record((now - change.commit_ts).max(0) as f64 / 1000.0);
-                hub.publish(Arc::new(change));
+                publish(&hub, change, now);
             }
             if n > 0 {
                 last_change = Instant::now();
@@ -99,20 +127,6 @@ pub async fn run(db: Db, hub: Hub, settings: PumpSettings, stop: CancellationTok
             tracing::info!(cursor, "pump drained and stopped");
             return Ok(());
         }
-        if last_prune.elapsed() >= settings.prune_every {
-            last_prune = Instant::now();
-            let conn = conn.clone();
-            let cutoff = now_ms() - settings.retention.as_millis() as i64;
-            let pruned = tokio::task::spawn_blocking(move || {
-                ChangeLog::prune_sync(&conn.lock().unwrap_or_else(|p| p.into_inner()), cutoff, 50_000)
-            })
-            .await
-            .map_err(|_| crate::db::DbError::Join)?;
-            match pruned {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(n, "pruned change log past retention"),
-                Err(e) => tracing::warn!(error = %e, "pruning the change log failed; will retry"),
-            }
-        }
+        prune_if_due(&db, &settings, &mut last_prune).await;
     }
 }

@@ -3,12 +3,15 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::Connection;
+use serde::{Deserialize, Serialize};
 
+use super::sql::{Dialect, Sql};
 use super::{DbError, Result};
 
-/// What configuration (or the built-in schema) says about a captured table.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What configuration (or the built-in schema) says about a captured table: in
+/// `tradewire.toml`, `[[tables]]` with `table`, `topic`, `key` and `owner`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TableSpec {
     pub table: String,
     pub topic: String,
@@ -43,8 +46,11 @@ pub fn builtin_tables() -> Vec<TableSpec> {
 /// How a column's value is written into the JSON row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ColumnKind {
-    /// As SQLite holds it (text stays text, so decimals stay exact strings).
+    /// As the database holds it (text stays text, so decimals stay exact strings; integers
+    /// are numbers).
     Plain,
+    /// A PostgreSQL `numeric`: written as an exact decimal string.
+    Decimal,
     /// Declared `BOOLEAN`: 0/1 become `false`/`true`.
     Bool,
     /// Declared `JSON`: embedded as JSON, not as a string.
@@ -76,7 +82,7 @@ pub struct Catalog {
     by_topic: BTreeMap<String, TableInfo>,
 }
 
-fn is_identifier(s: &str) -> bool {
+pub(crate) fn is_identifier(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
         && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
@@ -85,7 +91,7 @@ fn is_identifier(s: &str) -> bool {
 
 impl Catalog {
     /// Read the columns of each table from the database and check the spec against them.
-    pub fn load(conn: &Connection, specs: &[TableSpec]) -> Result<Self> {
+    pub fn load(conn: &mut dyn Sql, specs: &[TableSpec]) -> Result<Self> {
         let mut by_topic = BTreeMap::new();
         for spec in specs {
             let err = |reason: String| DbError::Catalog { table: spec.table.clone(), reason };
@@ -94,24 +100,7 @@ impl Catalog {
                     return Err(err(format!("{name:?} is not a plain lower-case identifier")));
                 }
             }
-            let mut stmt = conn.prepare(&format!("PRAGMA table_info(\"{}\")", spec.table))?;
-            let columns: Vec<Column> = stmt
-                .query_map([], |r| {
-                    let name: String = r.get(1)?;
-                    let decl: String = r.get(2)?;
-                    Ok((name, decl))
-                })?
-                .map(|c| {
-                    c.map(|(name, decl)| Column {
-                        kind: match decl.to_ascii_uppercase().as_str() {
-                            "BOOLEAN" | "BOOL" => ColumnKind::Bool,
-                            "JSON" | "JSONB" => ColumnKind::Json,
-                            _ => ColumnKind::Plain,
-                        },
-                        name,
-                    })
-                })
-                .collect::<rusqlite::Result<_>>()?;
+            let columns = columns_of(conn, &spec.table)?;
             if columns.is_empty() {
                 return Err(err("no such table".into()));
             }
@@ -131,6 +120,20 @@ impl Catalog {
         Ok(Self { by_topic })
     }
 
+    /// The operator's tables must not take a built-in topic or table.
+    pub fn check_operator_tables(specs: &[TableSpec]) -> Result<()> {
+        let builtin = builtin_tables();
+        for spec in specs {
+            if builtin.iter().any(|b| b.table == spec.table || b.topic == spec.topic) {
+                return Err(DbError::Catalog {
+                    table: spec.table.clone(),
+                    reason: format!("table or topic {:?} is built in", spec.topic),
+                });
+            }
+        }
+        Ok(())
+    }
+
     pub fn topic(&self, topic: &str) -> Option<&TableInfo> {
         self.by_topic.get(topic)
     }
@@ -147,4 +150,49 @@ impl Catalog {
     pub fn by_table(&self, table: &str) -> Option<&TableInfo> {
         self.by_topic.values().find(|t| t.spec.table == table)
     }
+}
+
+/// The columns of `table`, in table order, with how each is written into JSON rows.
+fn columns_of(conn: &mut dyn Sql, table: &str) -> Result<Vec<Column>> {
+    let rows = match conn.dialect() {
+        Dialect::Sqlite => conn.query(&format!("SELECT name, type FROM pragma_table_info('{table}')"), &[])?,
+        Dialect::Postgres => conn.query(
+            "SELECT column_name::text, data_type::text FROM information_schema.columns
+             WHERE table_schema = current_schema() AND table_name::text = ?1 ORDER BY ordinal_position",
+            crate::sql_params![table],
+        )?,
+    };
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let mut r = r.into_iter().map(|c| c.into_text().unwrap_or_default());
+            let (name, decl) = (r.next().unwrap_or_default(), r.next().unwrap_or_default());
+            let kind = match decl.to_ascii_uppercase().as_str() {
+                "BOOLEAN" | "BOOL" => ColumnKind::Bool,
+                "JSON" | "JSONB" => ColumnKind::Json,
+                "NUMERIC" | "DECIMAL" => ColumnKind::Decimal,
+                _ => ColumnKind::Plain,
+            };
+            Column { name, kind }
+        })
+        .collect())
+}
+
+/// The reference table of instruments (not captured: it has no owner).
+pub fn instruments_table() -> Vec<Column> {
+    [
+        "symbol",
+        "base",
+        "quote",
+        "tick_size",
+        "lot_size",
+        "min_notional",
+        "max_leverage",
+        "maintenance_margin_rate",
+        "maker_fee",
+        "taker_fee",
+    ]
+    .into_iter()
+    .map(|name| Column { name: name.into(), kind: ColumnKind::Plain })
+    .collect()
 }

@@ -1,66 +1,89 @@
-//! Rows as JSON objects, built by SQLite itself with the same expression the capture
+//! Rows as JSON objects, built by the database itself with the same expression the capture
 //! triggers use, so a row in a snapshot, a REST answer and a change event has one shape.
 
-use rusqlite::{Connection, OptionalExtension};
 use tradewire_hub::Filter;
 use tradewire_protocol::Row;
 
-use super::Result;
 use super::catalog::{Column, ColumnKind, TableInfo};
+use super::sql::{Dialect, Sql};
+use super::{DbError, Result};
+use crate::sql_params;
 
-/// `json_object('col', <prefix>"col", …)` over `columns`. `prefix` is `NEW.`, `OLD.` or ``.
-pub fn json_row_expr(columns: &[Column], prefix: &str) -> String {
+/// A JSON-object expression over `columns`, as text. `prefix` is `NEW.`, `OLD.` or ``.
+pub fn json_row_expr(dialect: Dialect, columns: &[Column], prefix: &str) -> String {
     let fields: Vec<String> = columns
         .iter()
         .map(|c| {
             let v = format!("{prefix}\"{}\"", c.name);
-            let value = match c.kind {
-                ColumnKind::Plain => v,
-                ColumnKind::Bool => format!(
+            let value = match (dialect, c.kind) {
+                (Dialect::Sqlite, ColumnKind::Bool) => format!(
                     "CASE WHEN {v} IS NULL THEN NULL WHEN {v} THEN json('true') ELSE json('false') END"
                 ),
-                ColumnKind::Json => format!("CASE WHEN json_valid({v}) THEN json({v}) ELSE {v} END"),
+                (Dialect::Sqlite, ColumnKind::Json) => {
+                    format!("CASE WHEN json_valid({v}) THEN json({v}) ELSE {v} END")
+                }
+                (Dialect::Postgres, ColumnKind::Decimal) => format!("{v}::text"),
+                _ => v,
             };
             format!("'{}', {value}", c.name)
         })
         .collect();
-    format!("json_object({})", fields.join(", "))
+    match dialect {
+        Dialect::Sqlite => format!("json_object({})", fields.join(", ")),
+        Dialect::Postgres => format!("json_build_object({})::text", fields.join(", ")),
+    }
+}
+
+/// The order rows are listed in: insertion order on SQLite (rowid); on PostgreSQL, which
+/// has no stable row order, the table's creation-time column when it has one, then its key.
+fn order_by(dialect: Dialect, table: &TableInfo, desc: bool) -> String {
+    let dir = if desc { "DESC" } else { "ASC" };
+    match dialect {
+        Dialect::Sqlite => format!("rowid {dir}"),
+        Dialect::Postgres => {
+            let key = &table.spec.key;
+            match ["created_at", "opened_at", "ts"].into_iter().find(|c| table.has_column(c)) {
+                Some(time) => format!("\"{time}\" {dir}, \"{key}\" {dir}"),
+                None => format!("\"{key}\" {dir}"),
+            }
+        }
+    }
 }
 
 /// Rows of one owner, newest kept when cut.
 #[derive(Debug, Default)]
 pub struct Rows {
-    /// In insertion (rowid) order.
+    /// Oldest first.
     pub rows: Vec<Row>,
     /// More rows matched than `limit`; the oldest were left out.
     pub truncated: bool,
 }
 
-fn parse_row(text: &str) -> rusqlite::Result<Row> {
-    serde_json::from_str(text)
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+pub(crate) fn parse_row(text: &str) -> Result<Row> {
+    serde_json::from_str(text).map_err(|e| DbError::Decode(format!("row JSON: {e}")))
 }
 
 /// The owner's rows of `table` that pass `filter`, at most `limit`, newest kept. The filter
 /// is applied with [`Filter::matches`], the very function live changes are matched with.
 pub fn scan_rows(
-    conn: &Connection,
+    conn: &mut dyn Sql,
     table: &TableInfo,
     owner: &str,
     filter: &Filter,
     limit: usize,
 ) -> Result<Rows> {
+    let dialect = conn.dialect();
     let sql = format!(
-        "SELECT {} FROM \"{}\" WHERE \"{}\" = ?1 ORDER BY rowid DESC",
-        json_row_expr(&table.columns, ""),
+        "SELECT {} FROM \"{}\" WHERE \"{}\" = ?1 ORDER BY {}",
+        json_row_expr(dialect, &table.columns, ""),
         table.spec.table,
-        table.spec.owner
+        table.spec.owner,
+        order_by(dialect, table, true),
     );
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let mut cursor = stmt.query([owner])?;
     let mut out = Rows::default();
-    while let Some(r) = cursor.next()? {
-        let row = parse_row(r.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?)?;
+    for r in conn.query(&sql, sql_params![owner])? {
+        let Some(text) = r.into_iter().next().and_then(|c| c.into_text()) else { continue };
+        let row = parse_row(&text)?;
         if !filter.matches(&row) {
             continue;
         }
@@ -75,14 +98,13 @@ pub fn scan_rows(
 }
 
 /// One row of the owner's by key, or `None` (also when it belongs to someone else).
-pub fn get_row(conn: &Connection, table: &TableInfo, owner: &str, key: &str) -> Result<Option<Row>> {
+pub fn get_row(conn: &mut dyn Sql, table: &TableInfo, owner: &str, key: &str) -> Result<Option<Row>> {
     let sql = format!(
         "SELECT {} FROM \"{}\" WHERE \"{}\" = ?1 AND \"{}\" = ?2",
-        json_row_expr(&table.columns, ""),
+        json_row_expr(conn.dialect(), &table.columns, ""),
         table.spec.table,
         table.spec.owner,
         table.spec.key
     );
-    let text: Option<String> = conn.prepare_cached(&sql)?.query_row([owner, key], |r| r.get(0)).optional()?;
-    Ok(text.map(|t| parse_row(&t)).transpose()?)
+    conn.text(&sql, sql_params![owner, key])?.map(|t| parse_row(&t)).transpose()
 }

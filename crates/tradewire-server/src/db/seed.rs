@@ -1,17 +1,17 @@
 //! Reference and demo data: instruments always; demo users, portfolios, bots and risk rows
 //! into an empty database when demo mode is on.
 
-use rusqlite::{Connection, params};
-
-use super::{Db, Result, now_ms};
+use super::sql::Sql;
+use super::{Result, now_ms};
 use crate::auth::hash_password;
+use crate::sql_params as params;
 
 /// The demo users and their passwords (stated in the README).
 pub const DEMO_USERS: [(&str, &str); 2] = [("alice", "alice-demo"), ("bob", "bob-demo")];
 
 /// The instruments table holds the simulator's symbols, so the REST reference data, the
 /// order checks and the market topics all agree.
-fn seed_instruments(conn: &Connection) -> rusqlite::Result<()> {
+pub fn instruments(conn: &mut dyn Sql) -> Result<()> {
     for i in tradewire_sim::default_instruments() {
         conn.execute(
             "INSERT INTO instruments(symbol, base, quote, tick_size, lot_size, min_notional, max_leverage,
@@ -25,7 +25,7 @@ fn seed_instruments(conn: &Connection) -> rusqlite::Result<()> {
                 i.tick_size.to_string(),
                 i.lot_size.to_string(),
                 i.min_notional.to_string(),
-                i.max_leverage,
+                i64::from(i.max_leverage),
                 i.maintenance_margin_rate.to_string(),
                 i.maker_fee.to_string(),
                 i.taker_fee.to_string()
@@ -35,44 +35,32 @@ fn seed_instruments(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-pub fn instruments(db: &Db) -> Result<()> {
-    let conn = db.dedicated_connection()?;
-    Ok(seed_instruments(&conn)?)
-}
-
 /// Create a user with a portfolio and a risk row; returns the user id.
-pub fn create_user(
-    conn: &Connection,
-    username: &str,
-    password: &str,
-    balance: &str,
-) -> rusqlite::Result<String> {
+pub fn create_user(conn: &mut dyn Sql, username: &str, password: &str, balance: &str) -> Result<String> {
     let now = now_ms();
     let user_id = format!("u_{username}");
     conn.execute(
         "INSERT INTO users(id, username, password_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
-        params![user_id, username, hash_password(password), now],
+        params![&user_id, username, hash_password(password), now],
     )?;
     let portfolio = format!("pf_{username}_main");
     conn.execute(
         "INSERT INTO portfolios(id, user_id, name, balance, equity, margin_available, created_at, updated_at)
          VALUES (?1, ?2, 'Main', ?3, ?3, ?3, ?4, ?4)",
-        params![portfolio, user_id, balance, now],
+        params![&portfolio, &user_id, balance, now],
     )?;
     conn.execute(
         "INSERT INTO risk(id, user_id, portfolio_id, daily_loss_limit, max_drawdown, updated_at)
          VALUES (?1, ?2, ?3, '500', '0.10', ?4)",
-        params![format!("risk_{username}_main"), user_id, portfolio, now],
+        params![format!("risk_{username}_main"), &user_id, &portfolio, now],
     )?;
     Ok(user_id)
 }
 
-/// Seed the demo desk into a database that has no users yet.
-pub fn demo(db: &Db) -> Result<()> {
-    let mut conn = db.dedicated_connection()?;
-    let tx = conn.transaction()?;
-    seed_instruments(&tx)?;
-    let users: i64 = tx.query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0))?;
+/// Seed the demo desk into a database that has no users yet (run in a transaction).
+pub fn demo(tx: &mut dyn Sql) -> Result<()> {
+    instruments(tx)?;
+    let users = tx.value("SELECT COUNT(*) FROM users", &[])?.map_or(0, |c| c.int());
     if users == 0 {
         let now = now_ms();
         let bots: [(&str, &str, &str, &str, &str); 5] = [
@@ -83,7 +71,7 @@ pub fn demo(db: &Db) -> Result<()> {
             ("bob", "Bob's ETH Trend", "ma_crossover", "ETHUSDT", "stopped"),
         ];
         for (name, password) in DEMO_USERS {
-            create_user(&tx, name, password, "10000")?;
+            create_user(tx, name, password, "10000")?;
         }
         for (i, (owner, name, strategy, symbol, status)) in bots.into_iter().enumerate() {
             tx.execute(
@@ -94,6 +82,5 @@ pub fn demo(db: &Db) -> Result<()> {
         }
         tracing::info!("seeded demo users alice and bob");
     }
-    tx.commit()?;
     Ok(())
 }

@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use rusqlite::OptionalExtension;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -12,7 +11,8 @@ use tradewire_sim::{Bot, Effect, InitialState, MarketEvent, Portfolio, Risk, Sim
 
 use super::{Command, Refusal, persist};
 use crate::db::rows::scan_rows;
-use crate::db::{Db, DbError, now_ms};
+use crate::db::{Db, DbError, Sql, now_ms};
+use crate::sql_params;
 use crate::market::MarketView;
 
 /// How the simulator runs.
@@ -25,15 +25,16 @@ pub struct SimSettings {
 
 /// Every row of `table` (all owners), as JSON objects, for loading the simulator.
 fn all_rows<T: serde::de::DeserializeOwned>(
-    conn: &rusqlite::Connection,
+    conn: &mut dyn Sql,
     db: &Db,
     topic: &str,
 ) -> Result<Vec<T>, DbError> {
     let table = db.catalog().topic(topic).expect("built-in topic").clone();
     let users: Vec<String> = conn
-        .prepare("SELECT id FROM users ORDER BY id")?
-        .query_map([], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
+        .query("SELECT id FROM users ORDER BY id", &[])?
+        .into_iter()
+        .filter_map(|r| r.into_iter().next()?.into_text())
+        .collect();
     let mut out = Vec::new();
     for user in users {
         for row in scan_rows(conn, &table, &user, &tradewire_hub::Filter::default(), usize::MAX)?.rows {
@@ -48,17 +49,17 @@ fn all_rows<T: serde::de::DeserializeOwned>(
 
 /// The simulator starts flat: what a previous run left open is closed (orders expire,
 /// positions close at their last mark), so the database and the simulator agree.
-fn close_previous_run(conn: &rusqlite::Connection) -> Result<(usize, usize), DbError> {
+fn close_previous_run(conn: &mut dyn Sql) -> Result<(u64, u64), DbError> {
     let now = now_ms();
     let orders = conn.execute(
         "UPDATE orders SET status = 'expired', updated_at = ?1
          WHERE status IN ('new', 'partially_filled', 'triggered')",
-        [now],
+        sql_params![now],
     )?;
     let positions = conn.execute(
         "UPDATE positions SET status = 'closed', closed_at = ?1, updated_at = ?1, unrealized_pnl = '0'
          WHERE status = 'open'",
-        [now],
+        sql_params![now],
     )?;
     Ok((orders, positions))
 }
@@ -214,13 +215,10 @@ async fn existing_order(db: &Db, order: &tradewire_sim::NewOrder) -> Result<Opti
     let user = order.user_id.clone();
     let table = db.catalog().topic("orders").expect("built-in topic").clone();
     db.read(move |c| {
-        let id: Option<String> = c
-            .query_row(
-                "SELECT id FROM orders WHERE user_id = ?1 AND client_order_id = ?2",
-                [&user, &cid],
-                |r| r.get(0),
-            )
-            .optional()?;
+        let id = c.text(
+            "SELECT id FROM orders WHERE user_id = ?1 AND client_order_id = ?2",
+            sql_params![&user, &cid],
+        )?;
         match id {
             Some(id) => Ok(crate::db::rows::get_row(c, &table, &user, &id)?.map(Value::Object)),
             None => Ok(None),

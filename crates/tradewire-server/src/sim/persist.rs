@@ -2,29 +2,30 @@
 //! by primary key. All effects of one step or command go in one transaction, in order, so
 //! a client sees them as one commit, in the order the simulator produced them.
 
-use rusqlite::types::Value as SqlValue;
 use serde_json::Value;
 use tradewire_sim::Effect;
 
-use crate::db::{Catalog, Db, DbError};
+use crate::db::sql::Param;
+use crate::db::{Catalog, Db, DbError, Sql};
 
-fn sql_value(v: &Value) -> SqlValue {
+fn sql_value(v: &Value) -> Param {
     match v {
-        Value::Null => SqlValue::Null,
-        Value::Bool(b) => SqlValue::Integer(i64::from(*b)),
+        Value::Null => Param::Null,
+        Value::Bool(b) => Param::Bool(*b),
         Value::Number(n) => match n.as_i64() {
-            Some(i) => SqlValue::Integer(i),
-            None => SqlValue::Real(n.as_f64().unwrap_or_default()),
+            Some(i) => Param::Int(i),
+            // Money is never a float; any other number is kept exactly as written.
+            None => Param::Text(n.to_string()),
         },
-        Value::String(s) => SqlValue::Text(s.clone()),
+        Value::String(s) => Param::Text(s.clone()),
         // JSON columns (`config`, `detail`) are stored as JSON text.
-        other => SqlValue::Text(other.to_string()),
+        other => Param::Text(other.to_string()),
     }
 }
 
 /// Upsert one row of `table`; its keys must be columns of the captured table.
 fn upsert(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &mut dyn Sql,
     catalog: &Catalog,
     table: &str,
     row: &Value,
@@ -54,8 +55,8 @@ fn upsert(
         info.spec.key,
         updates.join(", ")
     );
-    let values: Vec<SqlValue> = row.values().map(sql_value).collect();
-    tx.prepare_cached(&sql)?.execute(rusqlite::params_from_iter(values))?;
+    let values: Vec<Param> = row.values().map(sql_value).collect();
+    tx.execute(&sql, &values)?;
     Ok(())
 }
 

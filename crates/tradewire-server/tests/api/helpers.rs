@@ -1,5 +1,5 @@
 //! One way into the server for every integration test: `spawn_app()` starts the real
-//! server on a real port with a fresh SQLite file, and `TestApp` offers what a test needs
+//! server on a real port with a fresh database of the suite's backend (see `backend`), and `TestApp` offers what a test needs
 //! (users, tokens, WebSocket clients, SQL from a separate connection, restart).
 
 use std::collections::BTreeMap;
@@ -16,7 +16,10 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 use tradewire_protocol::{EventFrame, Position, ServerFrame};
 use tradewire_server::config::Config;
+use tradewire_server::db::Sql;
 use tradewire_server::{AppState, Server};
+
+pub use crate::backend::{Target, TestSql, shell};
 
 /// Default deadline for anything a test waits on.
 pub const DEADLINE: Duration = Duration::from_secs(10);
@@ -42,6 +45,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     let tmp = tempfile::tempdir().expect("temp dir");
     let dir = tmp.path().to_owned();
     let mut config = test_config(&dir);
+    crate::backend::prepare(&mut config);
     tweak(&mut config);
     let mut app = start(config, dir).await;
     app._tmp = Some(tmp);
@@ -71,7 +75,7 @@ async fn start(config: Config, dir: PathBuf) -> TestApp {
     }
     let listener = tokio::net::TcpListener::bind(config.listen).await.expect("bind");
     let addr = listener.local_addr().unwrap();
-    let server = Server::build(config.clone()).expect("server builds");
+    let server = Server::build(config.clone()).await.expect("server builds");
     let state = server.state().clone();
     let shutdown = CancellationToken::new();
     let handle = tokio::spawn(server.serve(listener, shutdown.clone()));
@@ -106,20 +110,19 @@ impl TestApp {
         .await;
     }
 
-    /// A direct connection to the database file: a second writer, as another process
-    /// (or a person in `sqlite3`) would be.
-    pub fn sql(&self) -> rusqlite::Connection {
-        let c = rusqlite::Connection::open(self.dir.join("tradewire.db")).unwrap();
-        c.busy_timeout(Duration::from_secs(5)).unwrap();
-        c
+    /// A direct connection to the database: a second writer, as another process (or a
+    /// person in `sqlite3` or `psql`) would be.
+    pub fn sql(&self) -> TestSql {
+        TestSql::open(&self.target())
     }
 
-    pub fn db_path(&self) -> PathBuf {
-        self.dir.join("tradewire.db")
+    /// What a second writer connects to.
+    pub fn target(&self) -> Target {
+        crate::backend::target(&self.config)
     }
 
     pub fn create_user(&self, name: &str) -> String {
-        tradewire_server::db::seed::create_user(&self.sql(), name, &format!("{name}-pw"), "10000").unwrap()
+        tradewire_server::db::seed::create_user(&mut self.sql(), name, &format!("{name}-pw"), "10000").unwrap()
     }
 
     pub fn user_id(name: &str) -> String {
@@ -136,13 +139,10 @@ impl TestApp {
 
     /// The head of a user's stream, read from the database.
     pub fn head(&self, name: &str) -> u64 {
-        self.sql()
-            .query_row(
-                "SELECT COALESCE((SELECT seq FROM tw_user_seq WHERE user_id = ?1), 0)",
-                [Self::user_id(name)],
-                |r| r.get(0),
-            )
-            .unwrap()
+        self.sql().int(
+            "SELECT COALESCE((SELECT seq FROM tw_user_seq WHERE user_id = ?1), 0)",
+            tradewire_server::sql_params![Self::user_id(name)],
+        ) as u64
     }
 
     pub async fn get(&self, name: &str, path: &str) -> reqwest::Response {
@@ -165,9 +165,9 @@ impl TestApp {
 
     /// Insert `n` signals for `name` through a separate connection, one transaction each.
     pub fn insert_signals(&self, name: &str, n: usize, reason: &str) {
-        let c = self.sql();
+        let mut c = self.sql();
         for _ in 0..n {
-            insert_signal(&c, name, reason);
+            insert_signal(&mut c, name, reason);
         }
     }
 
@@ -205,11 +205,11 @@ impl Drop for TestApp {
     }
 }
 
-pub fn insert_signal(c: &rusqlite::Connection, name: &str, reason: &str) {
+pub fn insert_signal(c: &mut dyn Sql, name: &str, reason: &str) {
     let id = format!("sig_{}", uuid::Uuid::now_v7().simple());
     c.execute(
         "INSERT INTO signals(id, user_id, symbol, direction, confidence, reason, ts) VALUES (?1, ?2, 'BTCUSDT', 'long', '0.7', ?3, 0)",
-        rusqlite::params![id, TestApp::user_id(name), reason],
+        tradewire_server::sql_params![id, TestApp::user_id(name), reason],
     )
     .unwrap();
 }

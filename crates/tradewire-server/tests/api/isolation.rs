@@ -4,6 +4,8 @@ use serde_json::{Value, json};
 use tradewire_protocol::ServerFrame;
 
 use crate::helpers::{TestApp, spawn_app};
+#[allow(unused_imports)]
+use tradewire_server::db::Sql;
 
 fn assert_alice_only(rows: impl IntoIterator<Item = Value>) {
     for r in rows {
@@ -13,7 +15,7 @@ fn assert_alice_only(rows: impl IntoIterator<Item = Value>) {
 
 /// Writes of every captured table for `name`, through a separate connection.
 fn write_everything(app: &TestApp, name: &str, tag: &str) {
-    let c = app.sql();
+    let mut c = app.sql();
     let u = TestApp::user_id(name);
     let pf = format!("pf_{name}_main");
     let sql = format!(
@@ -33,7 +35,7 @@ fn write_everything(app: &TestApp, name: &str, tag: &str) {
             VALUES ('pnl_{tag}', '{u}', '{pf}', '1', '1', '0', '0', 0);
          DELETE FROM orders WHERE id = 'ord_{tag}';"
     );
-    c.execute_batch(&sql).unwrap();
+    c.batch(&sql).unwrap();
 }
 
 #[tokio::test]
@@ -81,7 +83,7 @@ async fn alice_never_receives_bobs_rows_over_websocket_whatever_she_asks_for() {
     // The fence: alice's own last write. Every client that can see it must see it, and
     // nothing of bob's before it.
     app.sql()
-        .execute_batch("INSERT INTO signals(id, user_id, symbol, direction, confidence, reason, ts) VALUES ('sig_fence', 'u_alice', 'BTCUSDT', 'long', '1', 'fence', 0);")
+        .batch("INSERT INTO signals(id, user_id, symbol, direction, confidence, reason, ts) VALUES ('sig_fence', 'u_alice', 'BTCUSDT', 'long', '1', 'fence', 0);")
         .unwrap();
     let fence_seq = app.head("alice");
     for ws in &mut clients {
@@ -116,7 +118,7 @@ async fn a_row_that_changes_owner_leaves_one_stream_and_enters_the_other() {
     let mut bob = app.ws("bob").await;
     bob.subscribe_snapshot("b", json!(["*"])).await;
     app.sql()
-        .execute_batch(
+        .batch(
             "INSERT INTO signals(id, user_id, symbol, direction, confidence, reason, ts) VALUES ('sig_x', 'u_bob', 'BTCUSDT', 'long', '1', 'secret', 0);
              UPDATE signals SET user_id = 'u_alice', reason = 'handed over' WHERE id = 'sig_x';",
         )

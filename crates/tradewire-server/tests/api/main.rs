@@ -1,6 +1,8 @@
-//! Integration tests: a real server on a real port, a real SQLite file, real clients.
+//! Integration tests: a real server on a real port, a real database (SQLite, or PostgreSQL
+//! with either capture: see `backend`), real clients.
 //! All in one test binary (one compile, shared helpers).
 
+mod backend;
 mod helpers;
 
 mod auth;

@@ -6,6 +6,8 @@ use serde_json::{Value, json};
 use tradewire_protocol::EventFrame;
 
 use crate::helpers::{TestApp, spawn_app};
+#[allow(unused_imports)]
+use tradewire_server::db::Sql;
 
 async fn delete(app: &TestApp, name: &str, path: &str) -> reqwest::Response {
     app.http.delete(app.url(path)).bearer_auth(app.token(name)).send().await.unwrap()
@@ -33,13 +35,10 @@ async fn json_of(resp: reqwest::Response, status: u16) -> Value {
 }
 
 fn count_orders(app: &TestApp, name: &str, client_order_id: &str) -> i64 {
-    app.sql()
-        .query_row(
-            "SELECT COUNT(*) FROM orders WHERE user_id = ?1 AND client_order_id = ?2",
-            [TestApp::user_id(name), client_order_id.to_owned()],
-            |r| r.get(0),
-        )
-        .unwrap()
+    app.sql().int(
+        "SELECT COUNT(*) FROM orders WHERE user_id = ?1 AND client_order_id = ?2",
+        tradewire_server::sql_params![TestApp::user_id(name), client_order_id],
+    )
 }
 
 fn assert_event(ev: &EventFrame, topic: &str, change: &str, events: &[&str]) {
@@ -146,7 +145,7 @@ async fn invalid_orders_are_rejected_and_write_nothing() {
         let err: Value = r.json().await.unwrap();
         assert_eq!(err["error"]["code"], "bad_request", "{what}: {err}");
     }
-    let n: i64 = app.sql().query_row("SELECT COUNT(*) FROM orders", [], |r| r.get(0)).unwrap();
+    let n = app.sql().int("SELECT COUNT(*) FROM orders", &[]);
     assert_eq!(n, 0, "no rejected order was stored");
     assert_eq!(app.head("alice"), head, "no rejected order produced a change");
 

@@ -5,6 +5,8 @@
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, insert_signal, spawn_app};
+#[allow(unused_imports)]
+use tradewire_server::db::Sql;
 
 async fn poll(app: &TestApp, name: &str, params: &[(&str, &str)]) -> reqwest::Response {
     app.http.get(app.url("/v1/changes")).query(params).bearer_auth(app.token(name)).send().await.unwrap()
@@ -55,10 +57,10 @@ async fn place(app: &TestApp, name: &str, coid: &str, symbol: &str) -> Value {
 async fn polling_returns_exactly_the_changes_after_since_in_order() {
     let app = spawn_app().await;
     let p = app.head("alice");
-    let c = app.sql();
+    let mut c = app.sql();
     for i in 0..5 {
-        insert_signal(&c, "alice", &format!("n{i}"));
-        insert_signal(&c, "bob", "bob's");
+        insert_signal(&mut c, "alice", &format!("n{i}"));
+        insert_signal(&mut c, "bob", "bob's");
     }
 
     let (events, pos, more) = poll_ok(&app, "alice", p, &[]).await;
@@ -87,11 +89,11 @@ async fn polling_returns_exactly_the_changes_after_since_in_order() {
 async fn limit_caps_each_answer_and_following_the_position_yields_every_change_once() {
     let app = spawn_app().await;
     let start = app.head("alice");
-    let c = app.sql();
+    let mut c = app.sql();
     for i in 0..23 {
-        insert_signal(&c, "alice", &format!("n{i}"));
+        insert_signal(&mut c, "alice", &format!("n{i}"));
         if i % 4 == 0 {
-            insert_signal(&c, "bob", "bob's");
+            insert_signal(&mut c, "bob", "bob's");
         }
     }
     let head = app.head("alice");
@@ -127,11 +129,11 @@ async fn a_long_history_is_served_across_internal_read_batches() {
     let app = spawn_app().await;
     let start = app.head("alice");
     let mut c = app.sql();
-    let tx = c.transaction().unwrap();
+    c.batch("BEGIN").unwrap();
     for _ in 0..1234 {
-        insert_signal(&tx, "alice", "bulk");
+        insert_signal(&mut c, "alice", "bulk");
     }
-    tx.commit().unwrap();
+    c.batch("COMMIT").unwrap();
     let head = app.head("alice");
     assert_eq!(head, start + 1234);
 
@@ -235,7 +237,7 @@ async fn positions_that_cannot_be_served_get_409_resync_required() {
     expect_error(poll(&app, "alice", &[("since", &ahead)]).await, 409, "resync_required").await;
 
     let pruned =
-        tradewire_server::changefeed::ChangeLog::prune_sync(&app.sql(), i64::MAX, 1_000_000).unwrap();
+        tradewire_server::changefeed::ChangeLog::prune_sync(&mut app.sql(), i64::MAX, 1_000_000).unwrap();
     assert!(pruned >= 10);
     let old = format!("{}:3", app.epoch());
     expect_error(poll(&app, "alice", &[("since", &old)]).await, 409, "resync_required").await;
@@ -286,12 +288,12 @@ async fn alice_polling_everything_never_sees_bobs_rows() {
     let r =
         app.post("bob", "/v1/bots", json!({"name": "Bob's", "strategy": "grid", "symbol": "BTCUSDT"})).await;
     assert_eq!(r.status(), 201);
-    let c = app.sql();
+    let mut c = app.sql();
     for _ in 0..30 {
-        insert_signal(&c, "bob", "secret");
+        insert_signal(&mut c, "bob", "secret");
     }
-    c.execute("UPDATE portfolios SET balance = '1' WHERE user_id = 'u_bob'", []).unwrap();
-    insert_signal(&c, "alice", "fence");
+    c.execute("UPDATE portfolios SET balance = '1' WHERE user_id = 'u_bob'", &[]).unwrap();
+    insert_signal(&mut c, "alice", "fence");
     let head = app.head("alice");
 
     let cases = [

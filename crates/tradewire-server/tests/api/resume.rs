@@ -4,6 +4,8 @@ use serde_json::json;
 use tradewire_protocol::ServerFrame;
 
 use crate::helpers::{Closed, spawn_app};
+#[allow(unused_imports)]
+use tradewire_server::db::Sql;
 
 #[tokio::test]
 async fn reconnecting_from_a_position_replays_exactly_the_missed_changes_then_live() {
@@ -86,7 +88,7 @@ async fn a_position_that_cannot_be_served_gets_resync_required() {
 
     // Prune everything past retention (as the pump would after 24 h).
     let pruned =
-        tradewire_server::changefeed::ChangeLog::prune_sync(&app.sql(), i64::MAX, 1_000_000).unwrap();
+        tradewire_server::changefeed::ChangeLog::prune_sync(&mut app.sql(), i64::MAX, 1_000_000).unwrap();
     assert!(pruned >= 10);
     ws.send_json(
         json!({"op": "subscribe", "id": "c", "topics": ["*"], "from": {"epoch": app.epoch(), "seq": 3}}),
@@ -118,10 +120,10 @@ async fn a_long_replay_racing_a_burst_of_live_changes_loses_nothing_and_is_not_c
     // the live burst overlap.
     let mut ws = app.ws("alice").await;
     app.sql()
-        .execute_batch(
-            "INSERT INTO signals(id, user_id, symbol, direction, confidence, reason, ts)
-             WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 19999)
-             SELECT printf('sig_burst_%05d', i), 'u_alice', 'BTCUSDT', 'long', '0.5', 'burst', 0 FROM n;",
+        .batch(
+            "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 19999)
+             INSERT INTO signals(id, user_id, symbol, direction, confidence, reason, ts)
+             SELECT 'sig_burst_' || (100000 + i), 'u_alice', 'BTCUSDT', 'long', '0.5', 'burst', 0 FROM n;",
         )
         .unwrap();
     ws.send_json(json!({"op": "subscribe", "id": "s1", "topics": ["*"], "from": pos})).await;

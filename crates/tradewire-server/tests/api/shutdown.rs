@@ -53,13 +53,13 @@ async fn a_missing_data_directory_is_created_and_an_unusable_one_is_a_clear_erro
     let tmp = tempfile::tempdir().unwrap();
     let nested = tmp.path().join("a/b/c");
     let config = tradewire_server::Config { data_dir: nested.clone(), demo: false, ..Default::default() };
-    tradewire_server::Server::build(config).expect("a missing directory is created");
+    tradewire_server::Server::build(config).await.expect("a missing directory is created");
     assert!(nested.join("tradewire.db").exists());
 
     let file = tmp.path().join("not-a-dir");
     std::fs::write(&file, "x").unwrap();
     let config = tradewire_server::Config { data_dir: file, demo: false, ..Default::default() };
     let err =
-        tradewire_server::Server::build(config).err().expect("a file is not a data directory").to_string();
+        tradewire_server::Server::build(config).await.err().expect("a file is not a data directory").to_string();
     assert!(err.contains("not-a-dir") && err.contains("not a directory"), "{err}");
 }

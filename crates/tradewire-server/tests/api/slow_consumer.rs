@@ -8,6 +8,9 @@ use serde_json::json;
 use tradewire_protocol::ServerFrame;
 
 use crate::helpers::{Closed, Ws, eventually, insert_signal, spawn_app_with};
+#[allow(unused_imports)]
+use tradewire_server::db::Sql;
+use crate::helpers::TestSql;
 
 const QUEUE_BYTES: usize = 256 * 1024;
 const ROUNDS: usize = 2000;
@@ -34,14 +37,13 @@ async fn a_client_that_stops_reading_is_cut_off_and_others_are_unaffected() {
     // Big rows fill the slow client's socket buffers and then its queue.
     let big = "x".repeat(8000);
     let writer = {
-        let db = app.db_path();
+        let db = app.target();
         tokio::task::spawn_blocking(move || {
-            let c = rusqlite::Connection::open(db).unwrap();
-            c.busy_timeout(Duration::from_secs(5)).unwrap();
+            let mut c = TestSql::open(&db);
             // Paced at about 1,000 rounds a second: a busy desk, not a benchmark.
             for _ in 0..ROUNDS {
-                insert_signal(&c, "alice", &big);
-                insert_signal(&c, "bob", "small");
+                insert_signal(&mut c, "alice", &big);
+                insert_signal(&mut c, "bob", "small");
                 std::thread::sleep(Duration::from_millis(1));
             }
         })

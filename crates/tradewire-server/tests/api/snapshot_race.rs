@@ -10,13 +10,15 @@ use serde_json::{Value, json};
 use tradewire_protocol::{ChangeOp, ServerFrame};
 
 use crate::helpers::spawn_app;
+#[allow(unused_imports)]
+use tradewire_server::db::Sql;
+use crate::helpers::{Target, TestSql};
 
 type State = BTreeMap<String, Value>;
 
 /// Insert, update and delete alice's orders until `stop`; returns the number of commits.
-fn writer(app_db: std::path::PathBuf, stop: Arc<AtomicBool>) -> u64 {
-    let c = rusqlite::Connection::open(app_db).unwrap();
-    c.busy_timeout(Duration::from_secs(5)).unwrap();
+fn writer(app_db: Target, stop: Arc<AtomicBool>) -> u64 {
+    let mut c = TestSql::open(&app_db);
     let mut n = 0u64;
     let mut i = 0u64;
     while !stop.load(Ordering::Relaxed) {
@@ -32,7 +34,7 @@ fn writer(app_db: std::path::PathBuf, stop: Arc<AtomicBool>) -> u64 {
                  ON CONFLICT(id) DO UPDATE SET filled_quantity = '0.{i}', updated_at = {i}"
             )
         };
-        c.execute_batch(&sql).unwrap();
+        c.batch(&sql).unwrap();
         n += 1;
     }
     n
@@ -56,7 +58,7 @@ async fn snapshots_taken_during_a_write_storm_converge_on_the_database() {
     let app = Arc::new(spawn_app().await);
     let stop = Arc::new(AtomicBool::new(false));
     let writes = tokio::task::spawn_blocking({
-        let (db, stop) = (app.db_path(), stop.clone());
+        let (db, stop) = (app.target(), stop.clone());
         move || writer(db, stop)
     });
 
@@ -87,9 +89,13 @@ async fn snapshots_taken_during_a_write_storm_converge_on_the_database() {
     let head = app.head("alice");
 
     let db_state: State = {
-        let c = app.sql();
-        let mut stmt = c.prepare("SELECT id FROM orders WHERE user_id = 'u_alice'").unwrap();
-        let ids: Vec<String> = stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
+        let mut c = app.sql();
+        let ids: Vec<String> = c
+            .query("SELECT id FROM orders WHERE user_id = 'u_alice'", &[])
+            .unwrap()
+            .into_iter()
+            .filter_map(|r| r.into_iter().next()?.into_text())
+            .collect();
         let rows: Value = app.get("alice", "/v1/orders?limit=1000").await.json().await.unwrap();
         let state: State = rows["items"]
             .as_array()

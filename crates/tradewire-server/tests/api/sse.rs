@@ -8,6 +8,8 @@ use futures::stream::BoxStream;
 use serde_json::{Value, json};
 
 use crate::helpers::{DEADLINE, TestApp, insert_signal, spawn_app};
+#[allow(unused_imports)]
+use tradewire_server::db::Sql;
 
 /// Event names that are not row changes.
 const CONTROL: [&str; 6] = ["snapshot", "subscribed", "heartbeat", "resync_required", "close", "error"];
@@ -194,7 +196,7 @@ async fn resume_with_header(
 }
 
 fn signal(app: &TestApp, name: &str, reason: &str) {
-    insert_signal(&app.sql(), name, reason);
+    insert_signal(&mut app.sql(), name, reason);
 }
 
 async fn place(app: &TestApp, name: &str, coid: &str, symbol: &str) -> Value {
@@ -260,7 +262,7 @@ async fn a_stream_starts_with_the_current_rows_then_carries_each_change_under_it
     signal(&app, "alice", "two\nlines\r\n: not a comment");
     let (_, data) = s.change().await;
     assert_eq!(data["row"]["reason"], "two\nlines\r\n: not a comment");
-    app.sql().execute("DELETE FROM signals WHERE reason = 'after'", []).unwrap();
+    app.sql().execute("DELETE FROM signals WHERE reason = 'after'", &[]).unwrap();
     let (ev, data) = s.change().await;
     assert_eq!(ev.event, "delete");
     assert_eq!(data["events"], json!([]));
@@ -297,12 +299,12 @@ async fn resume_replays_exactly_the_missed_changes(how: Resume) {
     // More than the server reads from the log at once, in one transaction.
     let missed = 1100;
     let mut c = app.sql();
-    let tx = c.transaction().unwrap();
+    c.batch("BEGIN").unwrap();
     for i in 0..missed {
-        insert_signal(&tx, "alice", &format!("missed {i}"));
-        insert_signal(&tx, "bob", "not alice's");
+        insert_signal(&mut c, "alice", &format!("missed {i}"));
+        insert_signal(&mut c, "bob", "not alice's");
     }
-    tx.commit().unwrap();
+    c.batch("COMMIT").unwrap();
 
     let mut s = match how {
         Resume::Header => resume_with_header(&app, "alice", &[("topics", "*")], &last).await,
@@ -375,7 +377,7 @@ async fn a_position_that_cannot_be_served_gets_resync_required() {
     assert_eq!(expect_resync(s).await, "position_ahead");
 
     let pruned =
-        tradewire_server::changefeed::ChangeLog::prune_sync(&app.sql(), i64::MAX, 1_000_000).unwrap();
+        tradewire_server::changefeed::ChangeLog::prune_sync(&mut app.sql(), i64::MAX, 1_000_000).unwrap();
     assert!(pruned >= 10);
     let s = resume_with_header(&app, "alice", &p, &format!("{}:3", app.epoch())).await;
     assert_eq!(expect_resync(s).await, "history_expired");
@@ -407,7 +409,7 @@ async fn alice_never_receives_bobs_rows_over_sse() {
         app.post("bob", "/v1/bots", json!({"name": "Bob's", "strategy": "grid", "symbol": "ETHUSDT"})).await;
     assert_eq!(r.status(), 201);
     app.insert_signals("bob", 20, "secret");
-    app.sql().execute("UPDATE portfolios SET balance = '1' WHERE user_id = 'u_bob'", []).unwrap();
+    app.sql().execute("UPDATE portfolios SET balance = '1' WHERE user_id = 'u_bob'", &[]).unwrap();
 
     // The fence: alice's own write after all of bob's.
     signal(&app, "alice", "fence");

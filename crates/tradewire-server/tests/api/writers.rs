@@ -1,22 +1,11 @@
-//! Any writer: a change made by another process (the `sqlite3` shell) is pushed; a
+//! Any writer: a change made by another process (the `sqlite3` or `psql` shell) is pushed; a
 //! rolled-back transaction leaves no trace.
-
-use std::process::Command;
 
 use serde_json::json;
 
 use tradewire_client::{Options, Subscriber, Update};
 
-use crate::helpers::{DEADLINE, spawn_app, spawn_app_with};
-
-fn sqlite3(db: &std::path::Path, sql: &str) {
-    let out = Command::new("sqlite3")
-        .arg(db)
-        .arg(sql)
-        .output()
-        .expect("the sqlite3 shell is installed (apt-get install sqlite3; .ci/run does it)");
-    assert!(out.status.success(), "sqlite3 failed: {}", String::from_utf8_lossy(&out.stderr));
-}
+use crate::helpers::{DEADLINE, shell, spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn a_commit_by_another_process_is_pushed_and_a_rollback_is_not() {
@@ -24,14 +13,14 @@ async fn a_commit_by_another_process_is_pushed_and_a_rollback_is_not() {
     let mut ws = app.ws("alice").await;
     let (pos, _) = ws.subscribe_snapshot("s", json!(["*"])).await;
 
-    sqlite3(
-        &app.db_path(),
+    shell(
+        &app.target(),
         "BEGIN; UPDATE portfolios SET balance = '1' WHERE user_id = 'u_alice'; ROLLBACK;
-         UPDATE portfolios SET name = 'Renamed by sqlite3' WHERE user_id = 'u_alice';",
+         UPDATE portfolios SET name = 'Renamed by a shell' WHERE user_id = 'u_alice';",
     );
     let ev = ws.event().await;
     assert_eq!(ev.seq, pos.seq + 1, "the rollback took no seq");
-    assert_eq!(ev.row.as_ref().unwrap()["name"], "Renamed by sqlite3");
+    assert_eq!(ev.row.as_ref().unwrap()["name"], "Renamed by a shell");
     assert_eq!(ev.row.as_ref().unwrap()["balance"], "10000", "the rolled-back balance never shows");
     assert_eq!(ev.old.as_ref().unwrap()["name"], "Main");
 
@@ -62,18 +51,18 @@ async fn a_transaction_of_ten_thousand_rows_arrives_complete_and_in_order() {
             _ => continue,
         }
     };
-    sqlite3(
-        &app.db_path(),
-        "INSERT INTO signals(id, user_id, symbol, direction, confidence, reason, ts)
-         WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 9999)
-         SELECT printf('sig_%05d', i), 'u_alice', 'BTCUSDT', 'long', '0.5', 'batch', 0 FROM n;",
+    shell(
+        &app.target(),
+        "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 9999)
+         INSERT INTO signals(id, user_id, symbol, direction, confidence, reason, ts)
+         SELECT 'sig_' || (10000 + i), 'u_alice', 'BTCUSDT', 'long', '0.5', 'batch', 0 FROM n;",
     );
     let mut i = 0u64;
     while i < 10_000 {
         match tokio::time::timeout(DEADLINE, sub.next()).await.unwrap().unwrap() {
             Update::Event(ev) => {
                 assert_eq!(ev.seq, start + 1 + i, "complete and in order");
-                assert_eq!(ev.row.unwrap()["id"], format!("sig_{i:05}"));
+                assert_eq!(ev.row.unwrap()["id"], format!("sig_{}", 10_000 + i));
                 i += 1;
             }
             Update::Disconnected { code, .. } => assert_eq!(code, Some(4008), "only ever cut off as slow"),

@@ -1,0 +1,165 @@
+//! The outbox pump (PostgreSQL without logical replication).
+//!
+//! Triggers write each change into `tw_changes` inside the writer's transaction, numbered
+//! by the owner's counter row (see `db::capture`). Unlike SQLite, PostgreSQL runs writers
+//! concurrently, so log ids are not commit order. The pump therefore reads by transaction
+//! id behind a fence: `pg_snapshot_xmin` of the current snapshot is the oldest transaction
+//! still running, so every transaction below it has ended and no new row can ever appear
+//! there. Each round reads the window between the previous fence and the new one.
+//!
+//! Within one user, `seq` follows commit order (the counter row's lock), but transaction
+//! ids need not: a user's `seq` 6 may land in an earlier window than `seq` 5. The pump holds
+//! such a change back until the ones before it are published, so each user's stream is
+//! published in `seq` order without gaps.
+//!
+//! NOTIFY is only a wake-up; the pump also polls, so a lost notification delays nothing
+//! for long. A transaction left open anywhere in the database holds the fence back, and
+//! with it delivery: keep `idle_in_transaction_session_timeout` short, or use logical
+//! capture.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use postgres::fallible_iterator::FallibleIterator;
+use tokio_util::sync::CancellationToken;
+use tradewire_hub::{Change, Hub};
+
+use super::ChangeLog;
+use super::log::{LOG_COLUMNS, log_row, to_change};
+use super::pump::{PumpSettings, publish};
+use crate::db::sql::Sql;
+use crate::db::{Db, DbError, Result, now_ms};
+use crate::sql_params;
+
+/// The poll interval while changes flow (or some are held back).
+const BUSY_POLL: Duration = Duration::from_millis(1);
+const BUSY_FOR: Duration = Duration::from_secs(1);
+
+/// Per-user ordering state.
+#[derive(Default)]
+struct Order {
+    /// The last `seq` published, per user seen since start.
+    published: HashMap<String, u64>,
+    /// Changes that arrived before an earlier `seq` of the same user.
+    held: HashMap<String, BTreeMap<u64, Change>>,
+}
+
+impl Order {
+    /// Publish `change` if it is the user's next, then whatever it unblocks; else hold it.
+    /// Returns how many were published.
+    fn offer(&mut self, hub: &Hub, change: Change, now: i64) -> usize {
+        let user = change.user_id.to_string();
+        // The first change seen of a user since start is taken as the next one: what came
+        // before was committed before the pump started, and is served from the log.
+        let last = *self.published.entry(user.clone()).or_insert(change.seq.saturating_sub(1));
+        if change.seq <= last {
+            return 0;
+        }
+        if change.seq > last + 1 {
+            self.held.entry(user).or_default().insert(change.seq, change);
+            return 0;
+        }
+        let mut next = change.seq;
+        publish(hub, change, now);
+        let mut n = 1;
+        if let Some(held) = self.held.get_mut(&user) {
+            while let Some(c) = held.remove(&(next + 1)) {
+                next = c.seq;
+                publish(hub, c, now);
+                n += 1;
+            }
+            if held.is_empty() {
+                self.held.remove(&user);
+            }
+        }
+        self.published.insert(user, next);
+        n
+    }
+
+    fn holding(&self) -> usize {
+        self.held.values().map(BTreeMap::len).sum()
+    }
+}
+
+fn fence(client: &mut postgres::Client) -> Result<String> {
+    client
+        .text("SELECT pg_snapshot_xmin(pg_current_snapshot())::text", &[])?
+        .ok_or_else(|| DbError::Decode("no snapshot xmin".into()))
+}
+
+/// Run the outbox pump until `stop`; then publish what is committed and return.
+pub async fn run(db: Db, hub: Hub, settings: PumpSettings, stop: CancellationToken) -> Result<()> {
+    loop {
+        let (db2, hub2, stop2) = (db.clone(), hub.clone(), stop.clone());
+        let ended = tokio::task::spawn_blocking(move || pump(&db2, &hub2, &settings, &stop2)).await;
+        match ended {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => {
+                metrics::counter!("tradewire_pump_errors_total").increment(1);
+                tracing::warn!(error = %e, "outbox pump failed; reconnecting");
+            }
+            Err(_) => return Err(DbError::Join),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+            () = stop.cancelled() => return Ok(()),
+        }
+    }
+}
+
+/// The pump's own connection and loop (blocking). Pruning runs from here too.
+fn pump(db: &Db, hub: &Hub, settings: &PumpSettings, stop: &CancellationToken) -> Result<()> {
+    let poll = settings.poll_interval;
+    let mut last_prune = Instant::now();
+    let mut client = db.pg_client()?;
+    client.batch_execute("LISTEN tw_changes")?;
+    let epoch = db.epoch().clone();
+    let mut from = fence(&mut client)?;
+    let mut order = Order::default();
+    let mut last_change = Instant::now() - BUSY_FOR;
+    tracing::info!(fence = %from, "outbox pump started");
+    loop {
+        let stopping = stop.is_cancelled();
+        if !stopping {
+            let wait = if last_change.elapsed() < BUSY_FOR || order.holding() > 0 { BUSY_POLL } else { poll };
+            let mut notes = client.notifications();
+            let _ = notes.timeout_iter(wait).next()?;
+            while notes.iter().next()?.is_some() {}
+        }
+        let to = fence(&mut client)?;
+        if to != from {
+            let rows = Sql::query(
+                &mut client,
+                &format!(
+                    "SELECT {LOG_COLUMNS} FROM tw_changes
+                     WHERE xid >= ?1::text::xid8 AND xid < ?2::text::xid8 ORDER BY user_id, seq"
+                ),
+                sql_params![from.as_str(), to.as_str()],
+            )?;
+            let now = now_ms();
+            let mut n = 0;
+            for r in rows {
+                n += order.offer(hub, to_change(&epoch, log_row(r)?)?, now);
+            }
+            if n > 0 {
+                last_change = Instant::now();
+                metrics::counter!("tradewire_changes_captured_total").increment(n as u64);
+            }
+            from = to;
+        }
+        metrics::gauge!("tradewire_outbox_held_changes").set(order.holding() as f64);
+        if stopping {
+            tracing::info!("outbox pump drained and stopped");
+            return Ok(());
+        }
+        if last_prune.elapsed() >= settings.prune_every {
+            last_prune = Instant::now();
+            let cutoff = now_ms() - settings.retention.as_millis() as i64;
+            match ChangeLog::prune_sync(&mut client, cutoff, 50_000) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(n, "pruned change log past retention"),
+                Err(e) => tracing::warn!(error = %e, "pruning the change log failed; will retry"),
+            }
+        }
+    }
+}
