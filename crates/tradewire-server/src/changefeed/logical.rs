@@ -35,6 +35,11 @@ const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 /// Most changes persisted in one transaction of ours, when several source transactions
 /// are waiting.
 const MAX_BATCH: usize = 5_000;
+/// The prefix of a logical message that asks for its position to be persisted:
+/// `SELECT pg_logical_emit_message(true, 'tradewire.sync', '')` returns an LSN, and once
+/// `tw_meta.lsn` has reached it, every change committed before the call is in the log
+/// (tests use it to wait for capture; an operator can use it the same way).
+pub const SYNC_PREFIX: &str = "tradewire.sync";
 /// Rows per INSERT statement (7 parameters each, well under PostgreSQL's 65,535).
 const INSERT_CHUNK: usize = 1_000;
 
@@ -81,7 +86,7 @@ struct Numbered {
 
 /// The log writer's state: its own connection and the users' heads as persisted.
 struct Log {
-    client: postgres::Client,
+    client: crate::db::DropOffRuntime<postgres::Client>,
     heads: HashMap<String, u64>,
 }
 
@@ -90,7 +95,7 @@ impl Log {
         if let Some(h) = self.heads.get(user) {
             return Ok(*h);
         }
-        let h = super::ChangeLog::head_sync(&mut self.client, user)?;
+        let h = super::ChangeLog::head_sync(&mut *self.client, user)?;
         self.heads.insert(user.to_owned(), h);
         Ok(h)
     }
@@ -221,7 +226,10 @@ async fn stream(
 ) -> Result<()> {
     let db2 = db.clone();
     let log = Arc::new(Mutex::new(
-        tokio::task::spawn_blocking(move || Ok::<_, DbError>(Log { client: db2.pg_client()?, heads: HashMap::new() }))
+        tokio::task::spawn_blocking(move || Ok::<_, DbError>(Log {
+            client: crate::db::DropOffRuntime::new(db2.pg_client()?),
+            heads: HashMap::new(),
+        }))
             .await
             .map_err(|_| DbError::Join)??,
     ));
@@ -235,6 +243,7 @@ async fn stream(
     let mut relations: HashMap<u32, Relation> = HashMap::new();
     let mut open: Vec<RowChange> = Vec::new();
     let mut commit_ts = 0i64;
+    let mut fence = false;
     let mut ready: Vec<(Vec<RowChange>, i64)> = Vec::new();
     let mut ready_rows = 0usize;
     let mut ready_lsn = 0u64;
@@ -265,6 +274,7 @@ async fn stream(
             match ev {
                 ReplicationEvent::Begin { commit_time_micros, .. } => {
                     open.clear();
+                    fence = false;
                     commit_ts = (commit_time_micros + PG_EPOCH_MICROS) / 1000;
                 }
                 ReplicationEvent::XLogData { data, .. } => {
@@ -302,16 +312,18 @@ async fn stream(
                         continue;
                     }
                     ready_lsn = end;
-                    if !changes.is_empty() {
+                    if !changes.is_empty() || std::mem::take(&mut fence) {
+                        // A fence (see `SYNC_PREFIX`) is written like a change, so its
+                        // position reaches the log even though it numbers nothing.
                         ready_rows += changes.len();
                         ready.push((changes, commit_ts));
-                    } else {
-                        // Nothing captured (a table outside the publication's interest):
-                        // still a position we may acknowledge once earlier work is written.
                     }
                     if ready_rows < MAX_BATCH {
                         continue;
                     }
+                }
+                ReplicationEvent::Message { transactional: true, prefix, .. } if prefix == SYNC_PREFIX => {
+                    fence = true;
                 }
                 _ => continue,
             }

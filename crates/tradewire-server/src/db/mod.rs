@@ -68,10 +68,46 @@ pub struct DbSettings {
 
 type PgPool = r2d2::Pool<PostgresConnectionManager<postgres::NoTls>>;
 
+/// Holds a value whose drop blocks (a PostgreSQL client closes its connection with a
+/// blocking call, which must not run on an async worker thread): dropped on a thread of
+/// its own.
+pub struct DropOffRuntime<T: Send + 'static>(Option<T>);
+
+impl<T: Send + 'static> DropOffRuntime<T> {
+    pub fn new(value: T) -> Self {
+        Self(Some(value))
+    }
+}
+
+impl<T: Send + 'static> std::ops::Deref for DropOffRuntime<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        self.0.as_ref().expect("present until dropped")
+    }
+}
+
+impl<T: Send + 'static> std::ops::DerefMut for DropOffRuntime<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        self.0.as_mut().expect("present until dropped")
+    }
+}
+
+impl<T: Send + 'static> Drop for DropOffRuntime<T> {
+    fn drop(&mut self) {
+        if let Some(v) = self.0.take() {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                std::thread::spawn(move || drop(v));
+            } else {
+                drop(v);
+            }
+        }
+    }
+}
+
 enum Backend {
     Sqlite { pool: r2d2::Pool<SqliteConnectionManager>, path: Arc<Path> },
     Postgres {
-        pool: PgPool,
+        pool: DropOffRuntime<PgPool>,
         config: postgres::Config,
         capture: CaptureMode,
         slot: String,
@@ -182,7 +218,7 @@ impl Db {
             .connection_timeout(Duration::from_secs(10))
             .build(PostgresConnectionManager::new(config.clone(), postgres::NoTls))?;
         let backend = Backend::Postgres {
-            pool,
+            pool: DropOffRuntime::new(pool),
             config,
             capture: settings.capture,
             slot: settings.slot.clone(),

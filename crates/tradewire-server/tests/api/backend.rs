@@ -65,7 +65,7 @@ pub fn target(config: &Config) -> Target {
 /// runtime's thread).
 pub enum TestSql {
     Lite(rusqlite::Connection),
-    Pg(postgres::Client),
+    Pg(tradewire_server::db::DropOffRuntime<postgres::Client>),
 }
 
 fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
@@ -81,7 +81,9 @@ impl TestSql {
                 TestSql::Lite(c)
             }
             Target::Postgres(url) => {
-                TestSql::Pg(off_runtime(|| postgres::Client::connect(url, postgres::NoTls).unwrap()))
+                TestSql::Pg(tradewire_server::db::DropOffRuntime::new(off_runtime(|| {
+                    postgres::Client::connect(url, postgres::NoTls).unwrap()
+                })))
             }
         }
     }
@@ -103,21 +105,21 @@ impl Sql for TestSql {
     fn execute(&mut self, sql: &str, params: &[Param]) -> tradewire_server::db::Result<u64> {
         match self {
             TestSql::Lite(c) => Lite(c).execute(sql, params),
-            TestSql::Pg(c) => off_runtime(|| Sql::execute(c, sql, params)),
+            TestSql::Pg(c) => off_runtime(|| Sql::execute(&mut **c, sql, params)),
         }
     }
 
     fn query(&mut self, sql: &str, params: &[Param]) -> tradewire_server::db::Result<Vec<Vec<Cell>>> {
         match self {
             TestSql::Lite(c) => Lite(c).query(sql, params),
-            TestSql::Pg(c) => off_runtime(|| Sql::query(c, sql, params)),
+            TestSql::Pg(c) => off_runtime(|| Sql::query(&mut **c, sql, params)),
         }
     }
 
     fn batch(&mut self, sql: &str) -> tradewire_server::db::Result<()> {
         match self {
             TestSql::Lite(c) => Lite(c).batch(sql),
-            TestSql::Pg(c) => off_runtime(|| Sql::batch(c, sql)),
+            TestSql::Pg(c) => off_runtime(|| Sql::batch(&mut **c, sql)),
         }
     }
 }

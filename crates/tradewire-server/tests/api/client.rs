@@ -40,7 +40,7 @@ async fn the_client_resumes_across_a_restart_with_every_change_once() {
         assert_eq!(ev.seq, last + 1, "resumed with nothing lost and nothing doubled");
         last = ev.seq;
     }
-    assert_eq!(last, app.head("alice"));
+    assert_eq!(last, app.head("alice").await);
     assert_eq!((sub.gaps_detected, sub.duplicates_dropped), (0, 0));
 }
 

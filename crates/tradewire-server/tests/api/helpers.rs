@@ -19,7 +19,13 @@ use tradewire_server::config::Config;
 use tradewire_server::db::Sql;
 use tradewire_server::{AppState, Server};
 
-pub use crate::backend::{Target, TestSql, shell};
+pub use crate::backend::{Backend, Target, TestSql, backend, shell};
+
+/// `0/16B3748` as a number.
+fn parse_lsn(text: &str) -> u64 {
+    let (hi, lo) = text.split_once('/').expect("an LSN is hi/lo");
+    (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
+}
 
 /// Default deadline for anything a test waits on.
 pub const DEADLINE: Duration = Duration::from_secs(10);
@@ -51,6 +57,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     app._tmp = Some(tmp);
     app.create_user("alice");
     app.create_user("bob");
+    app.settle().await;
     app
 }
 
@@ -137,8 +144,27 @@ impl TestApp {
         self.state.log.epoch().to_string()
     }
 
-    /// The head of a user's stream, read from the database.
-    pub fn head(&self, name: &str) -> u64 {
+    /// Wait until everything committed so far is in the change log. On SQLite and with the
+    /// outbox, capture is part of the writing transaction: nothing to wait for. With logical
+    /// replication the server numbers changes as it reads the WAL: emit a fence message and
+    /// wait for its position to be persisted.
+    pub async fn settle(&self) {
+        if backend() != Backend::PgLogical {
+            return;
+        }
+        let mut c = self.sql();
+        let lsn = c.text("SELECT pg_logical_emit_message(true, 'tradewire.sync', '')::text", &[]).unwrap().unwrap();
+        let target = parse_lsn(&lsn);
+        eventually("capture caught up", || async {
+            let done = self.sql().text("SELECT value FROM tw_meta WHERE key = 'lsn'", &[]).unwrap();
+            (done.and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) >= target).then_some(())
+        })
+        .await;
+    }
+
+    /// The head of a user's stream, read from the database (once capture has caught up).
+    pub async fn head(&self, name: &str) -> u64 {
+        self.settle().await;
         self.sql().int(
             "SELECT COALESCE((SELECT seq FROM tw_user_seq WHERE user_id = ?1), 0)",
             tradewire_server::sql_params![Self::user_id(name)],

@@ -85,7 +85,7 @@ async fn alice_never_receives_bobs_rows_over_websocket_whatever_she_asks_for() {
     app.sql()
         .batch("INSERT INTO signals(id, user_id, symbol, direction, confidence, reason, ts) VALUES ('sig_fence', 'u_alice', 'BTCUSDT', 'long', '1', 'fence', 0);")
         .unwrap();
-    let fence_seq = app.head("alice");
+    let fence_seq = app.head("alice").await;
     for ws in &mut clients {
         // Read until the position reaches the fence (heartbeats carry it for filtered subs).
         loop {

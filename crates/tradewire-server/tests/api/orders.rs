@@ -55,7 +55,7 @@ async fn the_same_client_order_id_twice_places_one_order() {
     assert_eq!(first["status"], "new");
     assert_eq!(first["user_id"], "u_alice");
     assert_eq!(first["portfolio_id"], "pf_alice_main");
-    let head = app.head("alice");
+    let head = app.head("alice").await;
 
     let again = json_of(app.place_order("alice", "c-1").await, 200).await;
     assert_eq!(again, first, "the retry answers with the order already placed");
@@ -66,7 +66,7 @@ async fn the_same_client_order_id_twice_places_one_order() {
     assert_eq!(other, first);
 
     assert_eq!(count_orders(&app, "alice", "c-1"), 1);
-    assert_eq!(app.head("alice"), head, "a retry writes nothing");
+    assert_eq!(app.head("alice").await, head, "a retry writes nothing");
     let listed = json_of(app.get("alice", "/v1/orders").await, 200).await;
     assert_eq!(listed["items"].as_array().unwrap().len(), 1);
 }
@@ -111,7 +111,7 @@ async fn two_users_may_use_the_same_client_order_id() {
 #[tokio::test]
 async fn invalid_orders_are_rejected_and_write_nothing() {
     let app = spawn_app().await;
-    let head = app.head("alice");
+    let head = app.head("alice").await;
     let valid = json!({"client_order_id": "v", "symbol": "BTCUSDT", "side": "buy", "type": "limit",
                        "price": "27000.5", "quantity": "0.01"});
     let with = |field: &str, value: Value| {
@@ -147,7 +147,7 @@ async fn invalid_orders_are_rejected_and_write_nothing() {
     }
     let n = app.sql().int("SELECT COUNT(*) FROM orders", &[]);
     assert_eq!(n, 0, "no rejected order was stored");
-    assert_eq!(app.head("alice"), head, "no rejected order produced a change");
+    assert_eq!(app.head("alice").await, head, "no rejected order produced a change");
 
     // A rejected request does not use up its client_order_id.
     json_of(app.post("alice", "/v1/orders", valid).await, 201).await;
@@ -261,7 +261,7 @@ async fn a_bot_goes_through_its_states_and_each_command_is_an_event() {
 #[tokio::test]
 async fn bot_commands_are_validated() {
     let app = spawn_app().await;
-    let head = app.head("alice");
+    let head = app.head("alice").await;
     for (what, body) in [
         ("unknown symbol", json!({"name": "x", "strategy": "grid", "symbol": "NOPEUSDT"})),
         ("empty name", json!({"name": " ", "strategy": "grid", "symbol": "BTCUSDT"})),
@@ -280,7 +280,7 @@ async fn bot_commands_are_validated() {
         let err: Value = r.json().await.unwrap();
         assert_eq!(err["error"]["code"], "bad_request", "{what}: {err}");
     }
-    assert_eq!(app.head("alice"), head, "nothing was written");
+    assert_eq!(app.head("alice").await, head, "nothing was written");
 
     // A bot's status changes only through its commands, and ids are not editable.
     let body = json!({"name": "x", "strategy": "grid", "symbol": "BTCUSDT"});

@@ -56,7 +56,7 @@ async fn place(app: &TestApp, name: &str, coid: &str, symbol: &str) -> Value {
 #[tokio::test]
 async fn polling_returns_exactly_the_changes_after_since_in_order() {
     let app = spawn_app().await;
-    let p = app.head("alice");
+    let p = app.head("alice").await;
     let mut c = app.sql();
     for i in 0..5 {
         insert_signal(&mut c, "alice", &format!("n{i}"));
@@ -88,7 +88,7 @@ async fn polling_returns_exactly_the_changes_after_since_in_order() {
 #[tokio::test]
 async fn limit_caps_each_answer_and_following_the_position_yields_every_change_once() {
     let app = spawn_app().await;
-    let start = app.head("alice");
+    let start = app.head("alice").await;
     let mut c = app.sql();
     for i in 0..23 {
         insert_signal(&mut c, "alice", &format!("n{i}"));
@@ -96,7 +96,7 @@ async fn limit_caps_each_answer_and_following_the_position_yields_every_change_o
             insert_signal(&mut c, "bob", "bob's");
         }
     }
-    let head = app.head("alice");
+    let head = app.head("alice").await;
     assert_eq!(head, start + 23);
 
     let (first, pos, more) = poll_ok(&app, "alice", start, &[("limit", "5")]).await;
@@ -127,14 +127,14 @@ async fn limit_caps_each_answer_and_following_the_position_yields_every_change_o
 #[tokio::test]
 async fn a_long_history_is_served_across_internal_read_batches() {
     let app = spawn_app().await;
-    let start = app.head("alice");
+    let start = app.head("alice").await;
     let mut c = app.sql();
     c.batch("BEGIN").unwrap();
     for _ in 0..1234 {
         insert_signal(&mut c, "alice", "bulk");
     }
     c.batch("COMMIT").unwrap();
-    let head = app.head("alice");
+    let head = app.head("alice").await;
     assert_eq!(head, start + 1234);
 
     let (all, pos, more) = poll_ok(&app, "alice", start, &[("limit", "5000")]).await;
@@ -164,12 +164,12 @@ async fn a_long_history_is_served_across_internal_read_batches() {
 #[tokio::test]
 async fn topic_and_where_filters_apply_and_the_position_still_advances() {
     let app = spawn_app().await;
-    let start = app.head("alice");
+    let start = app.head("alice").await;
     let btc = place(&app, "alice", "b1", "BTCUSDT").await;
     app.insert_signals("alice", 2, "noise");
     let eth = place(&app, "alice", "e1", "ETHUSDT").await;
     app.insert_signals("alice", 3, "trailing noise");
-    let head = app.head("alice");
+    let head = app.head("alice").await;
 
     let (events, pos, more) = poll_ok(&app, "alice", start, &[("topics", "orders")]).await;
     let ids: Vec<&Value> = events.iter().map(|e| &e["row"]["id"]).collect();
@@ -228,7 +228,7 @@ async fn topic_and_where_filters_apply_and_the_position_still_advances() {
 async fn positions_that_cannot_be_served_get_409_resync_required() {
     let app = spawn_app().await;
     app.insert_signals("alice", 10, "old");
-    let head = app.head("alice");
+    let head = app.head("alice").await;
 
     let r = poll(&app, "alice", &[("since", "e_other:3")]).await;
     expect_error(r, 409, "resync_required").await;
@@ -277,7 +277,7 @@ async fn bad_poll_requests_are_rejected() {
     let r = app.http.get(&url).query(&[("since", &since)]).bearer_auth("not-a-jwt").send().await.unwrap();
     expect_error(r, 401, "unauthorized").await;
     // A limit at the maximum is fine.
-    assert_eq!(poll_ok(&app, "alice", 0, &[("limit", "5000")]).await.1, app.head("alice"));
+    assert_eq!(poll_ok(&app, "alice", 0, &[("limit", "5000")]).await.1, app.head("alice").await);
 }
 
 #[tokio::test]
@@ -294,7 +294,7 @@ async fn alice_polling_everything_never_sees_bobs_rows() {
     }
     c.execute("UPDATE portfolios SET balance = '1' WHERE user_id = 'u_bob'", &[]).unwrap();
     insert_signal(&mut c, "alice", "fence");
-    let head = app.head("alice");
+    let head = app.head("alice").await;
 
     let cases = [
         (None, head),

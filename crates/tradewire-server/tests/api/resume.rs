@@ -100,7 +100,7 @@ async fn a_position_that_cannot_be_served_gets_resync_required() {
     );
 
     // At the head nothing is missing, so even a pruned log can serve it.
-    let head = app.head("alice");
+    let head = app.head("alice").await;
     ws.send_json(
         json!({"op": "subscribe", "id": "d", "topics": ["*"], "from": {"epoch": app.epoch(), "seq": head}}),
     )
@@ -128,7 +128,7 @@ async fn a_long_replay_racing_a_burst_of_live_changes_loses_nothing_and_is_not_c
         .unwrap();
     ws.send_json(json!({"op": "subscribe", "id": "s1", "topics": ["*"], "from": pos})).await;
     assert!(matches!(ws.frame().await, ServerFrame::Subscribed { .. }));
-    let head = app.head("alice");
+    let head = app.head("alice").await;
     let mut last = pos.seq;
     while last < head {
         let ev = ws.event().await;

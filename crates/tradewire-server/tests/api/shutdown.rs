@@ -39,7 +39,7 @@ async fn clients_get_1001_and_resume_after_restart_with_nothing_lost() {
         ws.send_json(json!({"op": "subscribe", "id": "s", "topics": ["*"], "from": {"epoch": app.epoch(), "seq": last}}))
             .await;
         assert!(matches!(ws.frame().await, ServerFrame::Subscribed { .. }));
-        let head = app.head(name);
+        let head = app.head(name).await;
         while last < head {
             let ev = ws.event().await;
             assert_eq!(ev.seq, last + 1, "{name}: nothing lost, nothing doubled");

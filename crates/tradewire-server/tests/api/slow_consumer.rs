@@ -75,7 +75,7 @@ async fn a_client_that_stops_reading_is_cut_off_and_others_are_unaffected() {
         assert_eq!(ev.seq, last + 1, "what it did get is contiguous");
         last = ev.seq;
     }
-    assert!(last < app.head("alice"), "it really fell behind");
+    assert!(last < app.head("alice").await, "it really fell behind");
 
     // It resumes from its last position and loses nothing.
     let mut again = app.ws("alice").await;
@@ -83,7 +83,7 @@ async fn a_client_that_stops_reading_is_cut_off_and_others_are_unaffected() {
         .send_json(json!({"op": "subscribe", "id": "s", "topics": ["*"], "from": {"epoch": app.epoch(), "seq": last}}))
         .await;
     assert!(matches!(again.frame().await, ServerFrame::Subscribed { .. }));
-    let head = app.head("alice");
+    let head = app.head("alice").await;
     while last < head {
         let ev = again.event().await;
         assert_eq!(ev.seq, last + 1);

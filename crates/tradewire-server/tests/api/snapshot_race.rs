@@ -86,7 +86,7 @@ async fn snapshots_taken_during_a_write_storm_converge_on_the_database() {
     stop.store(true, Ordering::Relaxed);
     let commits = writes.await.unwrap();
     assert!(commits > 200, "the writer made only {commits} commits");
-    let head = app.head("alice");
+    let head = app.head("alice").await;
 
     let db_state: State = {
         let mut c = app.sql();
@@ -138,6 +138,6 @@ async fn a_snapshot_position_is_the_state_it_shows() {
     app.insert_signals("alice", 5, "x");
     let mut ws = app.ws("alice").await;
     let (pos, rows) = ws.subscribe_snapshot("s", json!(["signals"])).await;
-    assert_eq!(pos.seq, app.head("alice"));
+    assert_eq!(pos.seq, app.head("alice").await);
     assert_eq!(rows["signals"].len(), 5);
 }

@@ -228,7 +228,7 @@ async fn a_stream_starts_with_the_current_rows_then_carries_each_change_under_it
     let app = spawn_app().await;
     signal(&app, "alice", "before");
     let order = place(&app, "alice", "before-1", "BTCUSDT").await;
-    let head = app.head("alice");
+    let head = app.head("alice").await;
 
     let mut s = sse(&app, "alice", &[("topics", "orders,signals")]).await;
     let snap = s.snapshot().await;
@@ -340,7 +340,7 @@ async fn the_from_parameter_resumes_like_last_event_id() {
 #[tokio::test]
 async fn a_resumed_stream_does_not_start_with_a_snapshot() {
     let app = spawn_app().await;
-    let head = app.head("alice");
+    let head = app.head("alice").await;
     let mut s =
         resume_with_header(&app, "alice", &[("topics", "*")], &format!("{}:{head}", app.epoch())).await;
     signal(&app, "alice", "live");
@@ -372,7 +372,7 @@ async fn a_position_that_cannot_be_served_gets_resync_required() {
     let s = resume_with_header(&app, "alice", &p, "e_other:3").await;
     assert_eq!(expect_resync(s).await, "epoch_changed");
 
-    let ahead = format!("{}:{}", app.epoch(), app.head("alice") + 100);
+    let ahead = format!("{}:{}", app.epoch(), app.head("alice").await + 100);
     let s = sse(&app, "alice", &[("topics", "*"), ("from", &ahead)]).await;
     assert_eq!(expect_resync(s).await, "position_ahead");
 
@@ -413,7 +413,7 @@ async fn alice_never_receives_bobs_rows_over_sse() {
 
     // The fence: alice's own write after all of bob's.
     signal(&app, "alice", "fence");
-    let fence = app.head("alice");
+    let fence = app.head("alice").await;
     for (i, s) in clients.iter_mut().enumerate() {
         let changes = s.read_to(fence).await;
         for c in &changes {
@@ -515,7 +515,7 @@ async fn a_where_filter_carries_only_matching_rows_and_heartbeats_advance_the_re
     // The stream ends on changes the filter drops; heartbeats carry the head as their id.
     place(&app, "alice", "btc-3", "BTCUSDT").await;
     signal(&app, "alice", "tail");
-    let head = app.head("alice");
+    let head = app.head("alice").await;
     let hb = loop {
         let ev = s.next_any().await.expect("the stream stays open");
         assert!(!ev.is_change(), "only ETHUSDT orders match: {ev:?}");

@@ -32,7 +32,7 @@ async fn a_commit_by_another_process_is_pushed_and_a_rollback_is_not() {
         (ev.seq, ev.topic.as_str(), ev.events.as_slice()),
         (pos.seq + 2, "orders", &["order.accepted".to_owned()][..])
     );
-    assert_eq!(app.head("alice"), pos.seq + 2);
+    assert_eq!(app.head("alice").await, pos.seq + 2);
 }
 
 /// The burst is 10,000 changes at once, more than a session queue holds by default
