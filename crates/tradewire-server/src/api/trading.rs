@@ -117,7 +117,8 @@ pub async fn place_order(
     state
         .db
         .write(move |tx| {
-            // Writes are serialized (BEGIN IMMEDIATE), so check-then-insert cannot race.
+            // On SQLite writes are serialized (BEGIN IMMEDIATE); on PostgreSQL the insert
+            // below settles a race on the unique (user_id, client_order_id).
             let existing = tx.text(
                 "SELECT id FROM orders WHERE user_id = ?1 AND client_order_id = ?2",
                 params![&user.id, &client_order_id],
@@ -137,13 +138,25 @@ pub async fn place_order(
             }
             let id = new_id("ord");
             let now = now_ms();
-            tx.execute(
+            let inserted = tx.execute(
                 "INSERT INTO orders(id, user_id, portfolio_id, bot_id, client_order_id, symbol, side, type, time_in_force,
                      price, stop_price, quantity, status, reduce_only, post_only, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 'new', ?13, ?14, ?15, ?15)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 'new', ?13, ?14, ?15, ?15)
+                 ON CONFLICT (user_id, client_order_id) DO NOTHING",
                 params![&id, &user.id, portfolio, &o.bot_id, &client_order_id, &o.symbol, side, kind, tif, price, stop_price, quantity,
                     o.reduce_only, o.post_only, now],
             )?;
+            if inserted == 0 {
+                // A concurrent request with this client_order_id won (PostgreSQL runs writers
+                // concurrently; the unique key decides): answer with its order.
+                let id = tx
+                    .text(
+                        "SELECT id FROM orders WHERE user_id = ?1 AND client_order_id = ?2",
+                        params![&user.id, &client_order_id],
+                    )?
+                    .ok_or_else(|| ApiError::conflict("client_order_id is taken"))?;
+                return Ok((StatusCode::OK, Json(owned_row(tx, &catalog, "orders", &user.id, &id)?)));
+            }
             Ok((StatusCode::CREATED, Json(owned_row(tx, &catalog, "orders", &user.id, &id)?)))
         })
         .await

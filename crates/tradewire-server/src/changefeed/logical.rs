@@ -362,7 +362,13 @@ async fn stream(
         persisted = lsn;
         let now = now_ms();
         let n = numbered.len();
-        for c in numbered {
+        for (i, c) in numbered.into_iter().enumerate() {
+            // A large transaction is published in runs of `batch`, letting sessions run in
+            // between (as the SQLite pump does between reads), so a session that is
+            // replaying drains its queue instead of overflowing it.
+            if i > 0 && i % settings.batch == 0 {
+                tokio::task::yield_now().await;
+            }
             let change: Change = make_change(&epoch, c.user, c.seq, c.topic, c.op, c.commit_ts, c.row, c.old);
             publish(hub, change, now);
         }

@@ -301,9 +301,22 @@ impl Session {
                 }
                 out.send(Out::Frame(subscribed)).await?;
                 sub.after = pos.seq;
+                let user = self.user_id.clone();
                 loop {
-                    let batch =
-                        log.read_after(&self.user_id, sub.after, REPLAY_BATCH).await.map_err(db_failed)?;
+                    // While the batch is read, live changes keep arriving: serve them to the
+                    // other subscriptions meanwhile, so a burst does not overflow the queue
+                    // of a replaying session. This subscription reads every one of them from
+                    // the log anyway (queued means committed, so it is at or below the log's
+                    // end that the last replay batch reaches).
+                    let read = log.read_after(&user, sub.after, REPLAY_BATCH);
+                    tokio::pin!(read);
+                    let batch = loop {
+                        tokio::select! {
+                            biased;
+                            batch = &mut read => break batch.map_err(db_failed)?,
+                            Some(change) = self.rx.recv() => self.deliver(&change, out).await?,
+                        }
+                    };
                     if batch.first().is_some_and(|c| c.seq != sub.after + 1) {
                         // Pruned while we replayed: never skip silently.
                         out.send(resync(Resync::HistoryExpired)).await?;
@@ -315,17 +328,13 @@ impl Session {
                             out.send(Out::Event { sub: id, change }).await?;
                         }
                         sub.after = change.seq;
+                        // Keep the queue moving between replayed events too (see above).
+                        while let Some(live) = self.rx.try_recv() {
+                            self.deliver(&live, out).await?;
+                        }
                     }
                     if !full {
                         break;
-                    }
-                    // Live changes keep arriving while we replay. Serve them to the other
-                    // subscriptions now, so the queue does not overflow under a long
-                    // replay; this one reads every change that was queued from the log
-                    // anyway (queued means committed, so it is at or below the log's end
-                    // that the last replay batch reaches).
-                    while let Some(change) = self.rx.try_recv() {
-                        self.deliver(&change, out).await?;
                     }
                 }
             }

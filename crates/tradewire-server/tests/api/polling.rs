@@ -62,6 +62,9 @@ async fn polling_returns_exactly_the_changes_after_since_in_order() {
         insert_signal(&mut c, "alice", &format!("n{i}"));
         insert_signal(&mut c, "bob", "bob's");
     }
+    // Polling reads the log: wait until the writes are captured (at once on SQLite and with
+    // the outbox; with logical replication, when the server has read them from the WAL).
+    app.settle().await;
 
     let (events, pos, more) = poll_ok(&app, "alice", p, &[]).await;
     assert_eq!(seqs(&events), (p + 1..=p + 5).collect::<Vec<_>>());
