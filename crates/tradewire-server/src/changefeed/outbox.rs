@@ -88,11 +88,22 @@ fn fence(client: &mut postgres::Client) -> Result<String> {
 }
 
 /// Run the outbox pump until `stop`; then publish what is committed and return.
+///
+/// The pump blocks on its connection (waiting for notifications), so it runs on a thread of
+/// its own, not on the blocking pool: a runtime shutting down does not wait for it. It also
+/// ends by itself when this future is dropped.
 pub async fn run(db: Db, hub: Hub, settings: PumpSettings, stop: CancellationToken) -> Result<()> {
+    let alive = std::sync::Arc::new(());
     loop {
-        let (db2, hub2, stop2) = (db.clone(), hub.clone(), stop.clone());
-        let ended = tokio::task::spawn_blocking(move || pump(&db2, &hub2, &settings, &stop2)).await;
-        match ended {
+        let (db2, hub2, stop2, owner) = (db.clone(), hub.clone(), stop.clone(), std::sync::Arc::downgrade(&alive));
+        let (done, ended) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("tw-outbox-pump".into())
+            .spawn(move || {
+                let _ = done.send(pump(&db2, &hub2, &settings, &stop2, &owner));
+            })
+            .map_err(|e| DbError::Setup(format!("cannot start the outbox pump thread: {e}")))?;
+        match ended.await {
             Ok(Ok(())) => return Ok(()),
             Ok(Err(e)) => {
                 metrics::counter!("tradewire_pump_errors_total").increment(1);
@@ -108,7 +119,13 @@ pub async fn run(db: Db, hub: Hub, settings: PumpSettings, stop: CancellationTok
 }
 
 /// The pump's own connection and loop (blocking). Pruning runs from here too.
-fn pump(db: &Db, hub: &Hub, settings: &PumpSettings, stop: &CancellationToken) -> Result<()> {
+fn pump(
+    db: &Db,
+    hub: &Hub,
+    settings: &PumpSettings,
+    stop: &CancellationToken,
+    owner: &std::sync::Weak<()>,
+) -> Result<()> {
     let poll = settings.poll_interval;
     let mut last_prune = Instant::now();
     let mut client = db.pg_client()?;
@@ -119,6 +136,9 @@ fn pump(db: &Db, hub: &Hub, settings: &PumpSettings, stop: &CancellationToken) -
     let mut last_change = Instant::now() - BUSY_FOR;
     tracing::info!(fence = %from, "outbox pump started");
     loop {
+        if owner.strong_count() == 0 {
+            return Ok(());
+        }
         let stopping = stop.is_cancelled();
         if !stopping {
             let wait = if last_change.elapsed() < BUSY_FOR || order.holding() > 0 { BUSY_POLL } else { poll };
