@@ -74,6 +74,24 @@ pub fn scan_rows(
     Ok(out)
 }
 
+/// Every user's rows of `table`, by owner (in user id order) and then in insertion order:
+/// one query, whatever the number of users. Rows whose owner is not a user are left out.
+pub fn scan_all_rows(conn: &Connection, table: &TableInfo) -> Result<Vec<Row>> {
+    let sql = format!(
+        "SELECT {} FROM \"{}\" WHERE \"{owner}\" IN (SELECT id FROM users) ORDER BY \"{owner}\", rowid",
+        json_row_expr(&table.columns, ""),
+        table.spec.table,
+        owner = table.spec.owner
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut cursor = stmt.query([])?;
+    let mut out = Vec::new();
+    while let Some(r) = cursor.next()? {
+        out.push(parse_row(r.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?)?);
+    }
+    Ok(out)
+}
+
 /// One row of the owner's by key, or `None` (also when it belongs to someone else).
 pub fn get_row(conn: &Connection, table: &TableInfo, owner: &str, key: &str) -> Result<Option<Row>> {
     let sql = format!(
