@@ -7,6 +7,9 @@
 //! Scenarios:
 //! - `latency`: N clients, a writer committing R changes/s; commit-to-client latency.
 //! - `idle`: N idle WebSocket connections; the server's resident memory per connection.
+//! - `fanout`: one public market topic to N clients (lean clients, `rawws`).
+
+mod rawws;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -226,6 +229,43 @@ async fn connect_many(
         .map(|token| {
             let topics = topics.clone();
             async move { connect(ws_url, &token, topics).await }
+        })
+        .buffered(64)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<_>>()?;
+    eprintln!("{n} clients connected in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(sockets)
+}
+
+/// Connect `n` lean clients subscribed to `topic`, 64 handshakes in flight at a time; each
+/// has had its `welcome` and `subscribed`.
+async fn connect_many_raw(
+    ws_url: &str,
+    secret: &[u8],
+    n: usize,
+    topic: &str,
+) -> anyhow::Result<Vec<rawws::RawWs>> {
+    let started = Instant::now();
+    let tokens = (0..n).map(|i| mint(secret, i)).collect::<Result<Vec<_>, _>>()?;
+    let subscribe = json!({"op": "subscribe", "id": "b", "topics": [topic], "from": "now"}).to_string();
+    let sockets: Vec<rawws::RawWs> = futures::stream::iter(tokens)
+        .map(|token| {
+            let subscribe = subscribe.as_bytes();
+            async move {
+                let mut ws = rawws::RawWs::connect(ws_url, &token).await?;
+                ws.send(rawws::OP_TEXT, subscribe).await?;
+                for _ in 0..2 {
+                    match ws.next().await? {
+                        Some((rawws::OP_TEXT, _)) => {}
+                        other => {
+                            anyhow::bail!("unexpected answer while subscribing: {:?}", other.map(|f| f.0))
+                        }
+                    }
+                }
+                Ok(ws)
+            }
         })
         .buffered(64)
         .collect::<Vec<_>>()
@@ -471,21 +511,24 @@ async fn fanout(cli: &Cli, clients: usize, topic: &str, seconds: u64) -> anyhow:
     let db = rusqlite::Connection::open(cli.data_dir.join("tradewire.db"))?;
     ensure_users(&db, clients)?;
     let ws_url = format!("{}/v1/ws", cli.url.replacen("http", "ws", 1));
-    let sockets = connect_many(&ws_url, secret.trim().as_bytes(), clients, json!([topic])).await?;
+    let sockets = connect_many_raw(&ws_url, secret.trim().as_bytes(), clients, topic).await?;
     let latencies = Arc::new(MsBuckets::new());
     let measuring = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let readers: Vec<_> = sockets
         .into_iter()
-        .map(|ws| {
+        .map(|mut ws| {
             let (latencies, measuring) = (latencies.clone(), measuring.clone());
             tokio::spawn(async move {
-                let (_, mut read) = ws.split();
-                while let Some(Ok(msg)) = read.next().await {
-                    let Message::Text(t) = msg else { continue };
-                    if !measuring.load(Ordering::Relaxed) || !t.starts_with("{\"op\":\"market\"") {
+                while let Ok(Some((opcode, payload))) = ws.next().await {
+                    match opcode {
+                        rawws::OP_CLOSE => break,
+                        rawws::OP_TEXT => {}
+                        _ => continue,
+                    }
+                    if !measuring.load(Ordering::Relaxed) || !payload.starts_with(b"{\"op\":\"market\"") {
                         continue;
                     }
-                    if let Some(ts) = market_ts(&t) {
+                    if let Some(ts) = std::str::from_utf8(payload).ok().and_then(market_ts) {
                         latencies.record((now_micros() / 1000).saturating_sub(ts));
                     }
                 }
