@@ -7,6 +7,9 @@
 //! Scenarios:
 //! - `latency`: N clients, a writer committing R changes/s; commit-to-client latency.
 //! - `idle`: N idle WebSocket connections; the server's resident memory per connection.
+//! - `fanout`: one public market topic to N clients (lean clients, `rawws`).
+
+mod rawws;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -122,10 +125,23 @@ fn mint(secret: &[u8], i: usize) -> anyhow::Result<String> {
 
 type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// The clients' read buffer. tungstenite zero-fills the whole free part of its read buffer
+/// before every read (128 KiB by default), which made `memset` half of the bench's CPU in
+/// the fan-out profile; frames here are a few hundred bytes, and the buffer grows for a
+/// larger one.
+const CLIENT_READ_BUFFER: usize = 4096;
+
+async fn open(req: tokio_tungstenite::tungstenite::handshake::client::Request) -> anyhow::Result<Socket> {
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(CLIENT_READ_BUFFER);
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(req, Some(config), false).await?;
+    Ok(ws)
+}
+
 async fn connect(ws_url: &str, token: &str, topics: serde_json::Value) -> anyhow::Result<Socket> {
     let mut req = ws_url.into_client_request()?;
     req.headers_mut().insert("authorization", format!("Bearer {token}").parse()?);
-    let (mut ws, _) = tokio_tungstenite::connect_async(req).await?;
+    let mut ws = open(req).await?;
     ws.send(Message::Text(
         json!({"op": "subscribe", "id": "b", "topics": topics, "from": "now"}).to_string().into(),
     ))
@@ -213,6 +229,43 @@ async fn connect_many(
         .map(|token| {
             let topics = topics.clone();
             async move { connect(ws_url, &token, topics).await }
+        })
+        .buffered(64)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<_>>()?;
+    eprintln!("{n} clients connected in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(sockets)
+}
+
+/// Connect `n` lean clients subscribed to `topic`, 64 handshakes in flight at a time; each
+/// has had its `welcome` and `subscribed`.
+async fn connect_many_raw(
+    ws_url: &str,
+    secret: &[u8],
+    n: usize,
+    topic: &str,
+) -> anyhow::Result<Vec<rawws::RawWs>> {
+    let started = Instant::now();
+    let tokens = (0..n).map(|i| mint(secret, i)).collect::<Result<Vec<_>, _>>()?;
+    let subscribe = json!({"op": "subscribe", "id": "b", "topics": [topic], "from": "now"}).to_string();
+    let sockets: Vec<rawws::RawWs> = futures::stream::iter(tokens)
+        .map(|token| {
+            let subscribe = subscribe.as_bytes();
+            async move {
+                let mut ws = rawws::RawWs::connect(ws_url, &token).await?;
+                ws.send(rawws::OP_TEXT, subscribe).await?;
+                for _ in 0..2 {
+                    match ws.next().await? {
+                        Some((rawws::OP_TEXT, _)) => {}
+                        other => {
+                            anyhow::bail!("unexpected answer while subscribing: {:?}", other.map(|f| f.0))
+                        }
+                    }
+                }
+                Ok(ws)
+            }
         })
         .buffered(64)
         .collect::<Vec<_>>()
@@ -376,7 +429,7 @@ async fn catchup(cli: &Cli, changes: u64) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut req = ws_url.as_str().into_client_request()?;
     req.headers_mut().insert("authorization", format!("Bearer {token}").parse()?);
-    let (mut ws, _) = tokio_tungstenite::connect_async(req).await?;
+    let mut ws = open(req).await?;
     let sub = json!({"op": "subscribe", "id": "c", "topics": ["*"], "from": {"epoch": epoch, "seq": from}});
     ws.send(Message::Text(sub.to_string().into())).await?;
     let mut last = from;
@@ -426,50 +479,73 @@ fn market_ts(text: &str) -> Option<u64> {
     digits[..end].parse().ok()
 }
 
+/// Latencies in whole milliseconds, counted in one atomic bucket per millisecond: 10,000
+/// reader tasks record into it without a channel send per delivery.
+struct MsBuckets(Vec<AtomicU64>);
+
+impl MsBuckets {
+    const MAX_MS: usize = 600_000;
+
+    fn new() -> Self {
+        Self((0..=Self::MAX_MS).map(|_| AtomicU64::new(0)).collect())
+    }
+
+    fn record(&self, ms: u64) {
+        self.0[(ms as usize).min(Self::MAX_MS)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn histogram(&self) -> anyhow::Result<Histogram<u64>> {
+        let mut hist = Histogram::<u64>::new_with_bounds(1, Self::MAX_MS as u64, 3)?;
+        for (ms, n) in self.0.iter().enumerate() {
+            let n = n.load(Ordering::Relaxed);
+            if n > 0 {
+                hist.record_n((ms as u64).max(1), n)?;
+            }
+        }
+        Ok(hist)
+    }
+}
+
 async fn fanout(cli: &Cli, clients: usize, topic: &str, seconds: u64) -> anyhow::Result<()> {
     let secret = std::fs::read_to_string(cli.data_dir.join("jwt.secret")).context("reading jwt.secret")?;
     let db = rusqlite::Connection::open(cli.data_dir.join("tradewire.db"))?;
     ensure_users(&db, clients)?;
     let ws_url = format!("{}/v1/ws", cli.url.replacen("http", "ws", 1));
-    let sockets = connect_many(&ws_url, secret.trim().as_bytes(), clients, json!([topic])).await?;
-    let (tx, mut rx) = mpsc::unbounded_channel::<u64>();
+    let sockets = connect_many_raw(&ws_url, secret.trim().as_bytes(), clients, topic).await?;
+    let latencies = Arc::new(MsBuckets::new());
     let measuring = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let readers: Vec<_> = sockets
         .into_iter()
-        .map(|ws| {
-            let (tx, measuring) = (tx.clone(), measuring.clone());
+        .map(|mut ws| {
+            let (latencies, measuring) = (latencies.clone(), measuring.clone());
             tokio::spawn(async move {
-                let (_, mut read) = ws.split();
-                while let Some(Ok(msg)) = read.next().await {
-                    let Message::Text(t) = msg else { continue };
-                    if !measuring.load(Ordering::Relaxed) || !t.starts_with("{\"op\":\"market\"") {
+                while let Ok(Some((opcode, payload))) = ws.next().await {
+                    match opcode {
+                        rawws::OP_CLOSE => break,
+                        rawws::OP_TEXT => {}
+                        _ => continue,
+                    }
+                    if !measuring.load(Ordering::Relaxed) || !payload.starts_with(b"{\"op\":\"market\"") {
                         continue;
                     }
-                    if let Some(ts) = market_ts(&t) {
-                        let _ = tx.send((now_micros() / 1000).saturating_sub(ts));
+                    if let Some(ts) = std::str::from_utf8(payload).ok().and_then(market_ts) {
+                        latencies.record((now_micros() / 1000).saturating_sub(ts));
                     }
                 }
             })
         })
         .collect();
-    drop(tx);
     // Let every client get its first (current) value, then measure a steady window.
     tokio::time::sleep(Duration::from_secs(2)).await;
     measuring.store(true, Ordering::Relaxed);
     let started = Instant::now();
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 600_000, 3)?;
-    let window = Duration::from_secs(seconds);
-    while started.elapsed() < window {
-        tokio::select! {
-            Some(ms) = rx.recv() => { hist.record(ms.max(1))?; }
-            () = tokio::time::sleep(Duration::from_millis(50)) => {}
-        }
-    }
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
     measuring.store(false, Ordering::Relaxed);
     let elapsed = started.elapsed().as_secs_f64();
     for r in readers {
         r.abort();
     }
+    let hist = latencies.histogram()?;
     let rate = hist.len() as f64 / elapsed;
     let p = |q: f64| hist.value_at_quantile(q);
     println!("fan-out: {clients} clients on {topic}, {seconds} s window");

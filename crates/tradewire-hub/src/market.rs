@@ -8,11 +8,12 @@
 //! instead, and the chain restarts from there.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::task::Poll;
 
 use bytes::Bytes;
-use tokio::sync::Notify;
+use futures::task::AtomicWaker;
 
 /// One encoded market message (`{"op":"market",…}`), shared by every recipient.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,11 +66,18 @@ struct BusInner {
 }
 
 /// A session's conflating inbox of market messages.
+///
+/// One publish offers to every subscriber's inbox, so an offer is kept cheap: an
+/// uncontended lock, a pointer comparison per pending topic, and a wake only when the
+/// inbox turns non-empty (a session that is already due is not woken again).
 #[derive(Debug, Default)]
 pub struct Inbox {
     /// Topic → the one message waiting for the session, in arrival order of topics.
     pending: Mutex<Vec<Arc<MarketMessage>>>,
-    notify: Notify,
+    /// `pending` is not empty (written under its lock, read without it by `ready`).
+    due: AtomicBool,
+    /// The session's task, waiting in `ready`.
+    waker: AtomicWaker,
     /// Messages replaced before the session took them.
     conflated: AtomicU64,
 }
@@ -77,7 +85,8 @@ pub struct Inbox {
 impl Inbox {
     fn offer(&self, msg: Arc<MarketMessage>, book: Option<&Arc<MarketMessage>>) {
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        match pending.iter_mut().find(|m| m.topic == msg.topic) {
+        // The bus hands out one `Arc<str>` per topic, so the pointer usually decides.
+        match pending.iter_mut().find(|m| Arc::ptr_eq(&m.topic, &msg.topic) || m.topic == msg.topic) {
             Some(slot) => {
                 self.conflated.fetch_add(1, Ordering::Relaxed);
                 *slot = match (msg.kind, book) {
@@ -88,18 +97,31 @@ impl Inbox {
             }
             None => pending.push(msg),
         }
+        let was_due = self.due.swap(true, Ordering::AcqRel);
         drop(pending);
-        self.notify.notify_one();
+        if !was_due {
+            self.waker.wake();
+        }
     }
 
-    /// Wait until something is pending. Cancel-safe.
+    /// Wait until something is pending. Cancel-safe. One session waits on an inbox.
     pub async fn ready(&self) {
-        self.notify.notified().await;
+        std::future::poll_fn(|cx| {
+            if self.due.load(Ordering::Acquire) {
+                return Poll::Ready(());
+            }
+            self.waker.register(cx.waker());
+            // An offer between the check and the registration has woken the old waker.
+            if self.due.load(Ordering::Acquire) { Poll::Ready(()) } else { Poll::Pending }
+        })
+        .await
     }
 
     /// Take everything pending (at most one message per subscribed topic).
     pub fn take(&self) -> Vec<Arc<MarketMessage>> {
-        std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()))
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        self.due.store(false, Ordering::Release);
+        std::mem::take(&mut *pending)
     }
 
     /// How many messages were replaced before they were taken.
@@ -170,9 +192,13 @@ impl MarketBus {
         self.publish_with_book(delta, Some(book))
     }
 
-    fn publish_with_book(&self, msg: MarketMessage, book: Option<MarketMessage>) {
-        let msg = Arc::new(msg);
+    fn publish_with_book(&self, mut msg: MarketMessage, book: Option<MarketMessage>) {
         let mut topics = self.inner.topics.write().unwrap_or_else(|p| p.into_inner());
+        // Share the topic's one name, so inboxes compare topics by pointer.
+        if let Some((name, _)) = topics.get_key_value(&msg.topic) {
+            msg.topic = name.clone();
+        }
+        let msg = Arc::new(msg);
         let state = topics.entry(msg.topic.clone()).or_default();
         match (msg.kind, book) {
             (MarketKind::BookSnapshot, _) => state.book = Some(msg.clone()),

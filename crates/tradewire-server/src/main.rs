@@ -105,7 +105,8 @@ async fn main() -> anyhow::Result<()> {
             let config = config(&cli, Overrides::default())?;
             telemetry::init_logs(&config.log, config.log_format);
             let settings = config.db_settings();
-            let n = tokio::task::spawn_blocking(move || tradewire_server::db::Db::migrate_only(&settings)).await??;
+            let n = tokio::task::spawn_blocking(move || tradewire_server::db::Db::migrate_only(&settings))
+                .await??;
             println!("applied {n} migration(s)");
             Ok(())
         }
@@ -163,7 +164,8 @@ fn mint(config: &Config, username: &str, ttl: Option<i64>) -> anyhow::Result<Str
     let query = "SELECT id FROM users WHERE username = ?1";
     let user_id = match config.database.as_deref().filter(|d| !d.is_empty()) {
         Some(url) => {
-            let mut client = postgres::Client::connect(url, postgres::NoTls).context("connecting to PostgreSQL")?;
+            let mut client =
+                postgres::Client::connect(url, postgres::NoTls).context("connecting to PostgreSQL")?;
             client.text(query, tradewire_server::sql_params![username])?
         }
         None => {

@@ -12,8 +12,8 @@ use super::auth::AuthUser;
 use super::{change_owned_row, new_id, owned_row};
 use crate::app::AppState;
 use crate::db::{Sql, now_ms};
-use crate::sql_params as params;
 use crate::error::{ApiError, ApiResult};
+use crate::sql_params as params;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -16,9 +16,9 @@ use super::auth::AuthUser;
 use super::{change_owned_row, new_id, owned_row};
 use crate::app::AppState;
 use crate::db::{Sql, now_ms};
-use crate::sql_params as params;
 use crate::error::{ApiError, ApiResult};
 use crate::sim::Refusal;
+use crate::sql_params as params;
 use tradewire_protocol::ErrorCode;
 
 #[derive(Debug, Deserialize)]

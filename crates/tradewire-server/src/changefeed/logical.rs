@@ -122,7 +122,16 @@ impl Log {
                 if i > 0 {
                     sql.push(',');
                 }
-                sql += &format!("(?{},?{},?{},?{},?{},?{},?{})", b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7);
+                sql += &format!(
+                    "(?{},?{},?{},?{},?{},?{},?{})",
+                    b + 1,
+                    b + 2,
+                    b + 3,
+                    b + 4,
+                    b + 5,
+                    b + 6,
+                    b + 7
+                );
                 params.extend([
                     Param::from(c.user.as_str()),
                     Param::from(c.seq),
@@ -194,7 +203,9 @@ fn replication_config(db: &Db, slot: &str, publication: &str, start: u64) -> Res
         Some(postgres::config::Host::Tcp(host)) => {
             ReplicationConfig::new(host.clone(), user, password, dbname, slot, publication).with_port(port)
         }
-        None => ReplicationConfig::new("localhost", user, password, dbname, slot, publication).with_port(port),
+        None => {
+            ReplicationConfig::new("localhost", user, password, dbname, slot, publication).with_port(port)
+        }
     };
     Ok(config
         .with_start_lsn(Lsn::from_u64(start))
@@ -226,12 +237,14 @@ async fn stream(
 ) -> Result<()> {
     let db2 = db.clone();
     let log = Arc::new(Mutex::new(
-        tokio::task::spawn_blocking(move || Ok::<_, DbError>(Log {
-            client: crate::db::DropOffRuntime::new(db2.pg_client()?),
-            heads: HashMap::new(),
-        }))
-            .await
-            .map_err(|_| DbError::Join)??,
+        tokio::task::spawn_blocking(move || {
+            Ok::<_, DbError>(Log {
+                client: crate::db::DropOffRuntime::new(db2.pg_client()?),
+                heads: HashMap::new(),
+            })
+        })
+        .await
+        .map_err(|_| DbError::Join)??,
     ));
     let mut persisted = blocking(&log, Log::persisted_lsn).await?;
     let config = replication_config(db, slot, publication, persisted)?;
@@ -244,6 +257,7 @@ async fn stream(
     let mut open: Vec<RowChange> = Vec::new();
     let mut commit_ts = 0i64;
     let mut fence = false;
+    let mut in_txn = false;
     let mut ready: Vec<(Vec<RowChange>, i64)> = Vec::new();
     let mut ready_rows = 0usize;
     let mut ready_lsn = 0u64;
@@ -273,6 +287,7 @@ async fn stream(
             };
             match ev {
                 ReplicationEvent::Begin { commit_time_micros, .. } => {
+                    in_txn = true;
                     open.clear();
                     fence = false;
                     commit_ts = (commit_time_micros + PG_EPOCH_MICROS) / 1000;
@@ -292,8 +307,11 @@ async fn stream(
                             open.push(RowChange { rel, kind: ChangeOp::Delete, old: Some(old), new: None })
                         }
                         Message::Truncate { rels } => {
-                            let names: Vec<&str> =
-                                rels.iter().filter_map(|r| relations.get(r)).map(|r| r.name.as_str()).collect();
+                            let names: Vec<&str> = rels
+                                .iter()
+                                .filter_map(|r| relations.get(r))
+                                .map(|r| r.name.as_str())
+                                .collect();
                             tracing::warn!(
                                 tables = ?names,
                                 "TRUNCATE of a captured table is not captured: clients keep the rows \
@@ -304,6 +322,7 @@ async fn stream(
                     }
                 }
                 ReplicationEvent::Commit { end_lsn, .. } => {
+                    in_txn = false;
                     let end = end_lsn.as_u64();
                     let changes = std::mem::take(&mut open);
                     if end <= persisted || end <= ready_lsn {
@@ -324,6 +343,16 @@ async fn stream(
                 }
                 ReplicationEvent::Message { transactional: true, prefix, .. } if prefix == SYNC_PREFIX => {
                     fence = true;
+                }
+                ReplicationEvent::KeepAlive { wal_end, .. } if !in_txn && ready.is_empty() => {
+                    // Idle: everything sent before `wal_end` is in the log or was not ours
+                    // (a transaction still open upstream is sent when it commits, after
+                    // this position). Confirming it lets the slot release WAL, and lets a
+                    // PostgreSQL shutdown finish without waiting for us.
+                    if wal_end.as_u64() > persisted {
+                        client.update_applied_lsn(wal_end);
+                    }
+                    continue;
                 }
                 _ => continue,
             }

@@ -35,6 +35,14 @@ use crate::sql_params;
 const BUSY_POLL: Duration = Duration::from_millis(1);
 const BUSY_FOR: Duration = Duration::from_secs(1);
 
+/// Where the pump is: kept across reconnects, so a broken connection skips nothing.
+#[derive(Default)]
+struct Cursor {
+    /// The fence the next window starts at (`None` before the first connection).
+    from: Option<String>,
+    order: Order,
+}
+
 /// Per-user ordering state.
 #[derive(Default)]
 struct Order {
@@ -94,22 +102,26 @@ fn fence(client: &mut postgres::Client) -> Result<String> {
 /// ends by itself when this future is dropped.
 pub async fn run(db: Db, hub: Hub, settings: PumpSettings, stop: CancellationToken) -> Result<()> {
     let alive = std::sync::Arc::new(());
+    let mut cursor = Cursor::default();
     loop {
-        let (db2, hub2, stop2, owner) = (db.clone(), hub.clone(), stop.clone(), std::sync::Arc::downgrade(&alive));
+        let (db2, hub2, stop2, owner) =
+            (db.clone(), hub.clone(), stop.clone(), std::sync::Arc::downgrade(&alive));
         let (done, ended) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
             .name("tw-outbox-pump".into())
             .spawn(move || {
-                let _ = done.send(pump(&db2, &hub2, &settings, &stop2, &owner));
+                let result = pump(&db2, &hub2, &settings, &stop2, &owner, &mut cursor);
+                let _ = done.send((result, cursor));
             })
             .map_err(|e| DbError::Setup(format!("cannot start the outbox pump thread: {e}")))?;
-        match ended.await {
-            Ok(Ok(())) => return Ok(()),
-            Ok(Err(e)) => {
+        let result;
+        (result, cursor) = ended.await.map_err(|_| DbError::Join)?;
+        match result {
+            Ok(()) => return Ok(()),
+            Err(e) => {
                 metrics::counter!("tradewire_pump_errors_total").increment(1);
                 tracing::warn!(error = %e, "outbox pump failed; reconnecting");
             }
-            Err(_) => return Err(DbError::Join),
         }
         tokio::select! {
             () = tokio::time::sleep(Duration::from_millis(500)) => {}
@@ -125,14 +137,19 @@ fn pump(
     settings: &PumpSettings,
     stop: &CancellationToken,
     owner: &std::sync::Weak<()>,
+    cursor: &mut Cursor,
 ) -> Result<()> {
     let poll = settings.poll_interval;
     let mut last_prune = Instant::now();
     let mut client = db.pg_client()?;
     client.batch_execute("LISTEN tw_changes")?;
     let epoch = db.epoch().clone();
-    let mut from = fence(&mut client)?;
-    let mut order = Order::default();
+    let mut from = match cursor.from.take() {
+        Some(f) => f,
+        None => fence(&mut client)?,
+    };
+    cursor.from = Some(from.clone());
+    let order = &mut cursor.order;
     let mut last_change = Instant::now() - BUSY_FOR;
     tracing::info!(fence = %from, "outbox pump started");
     loop {
@@ -166,6 +183,7 @@ fn pump(
                 metrics::counter!("tradewire_changes_captured_total").increment(n as u64);
             }
             from = to;
+            cursor.from = Some(from.clone());
         }
         metrics::gauge!("tradewire_outbox_held_changes").set(order.holding() as f64);
         if stopping {

@@ -31,10 +31,22 @@ pub enum Datum {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
     Relation(Relation),
-    Insert { rel: u32, new: Vec<Datum> },
-    Update { rel: u32, old: Option<Vec<Datum>>, new: Vec<Datum> },
-    Delete { rel: u32, old: Vec<Datum> },
-    Truncate { rels: Vec<u32> },
+    Insert {
+        rel: u32,
+        new: Vec<Datum>,
+    },
+    Update {
+        rel: u32,
+        old: Option<Vec<Datum>>,
+        new: Vec<Datum>,
+    },
+    Delete {
+        rel: u32,
+        old: Vec<Datum>,
+    },
+    Truncate {
+        rels: Vec<u32>,
+    },
     /// Type, Origin, and anything else not needed for capture.
     Other(u8),
 }
@@ -64,7 +76,8 @@ impl<'a> Reader<'a> {
         Ok(u32::from_be_bytes(self.take(4)?.try_into().expect("4 bytes")))
     }
     fn cstr(&mut self) -> Result<String, DecodeError> {
-        let end = self.0.iter().position(|b| *b == 0).ok_or_else(|| DecodeError("unterminated string".into()))?;
+        let end =
+            self.0.iter().position(|b| *b == 0).ok_or_else(|| DecodeError("unterminated string".into()))?;
         let s = String::from_utf8_lossy(&self.0[..end]).into_owned();
         self.0 = &self.0[end + 1..];
         Ok(s)
@@ -178,7 +191,11 @@ pub fn json_value(ty: u32, text: &str) -> Value {
 
 /// A tuple as a JSON row. An unchanged TOASTed value is taken from `fallback` (the old row
 /// of an update) when it has it.
-pub fn json_row(rel: &Relation, tuple: &[Datum], fallback: Option<&Map<String, Value>>) -> Map<String, Value> {
+pub fn json_row(
+    rel: &Relation,
+    tuple: &[Datum],
+    fallback: Option<&Map<String, Value>>,
+) -> Map<String, Value> {
     rel.columns
         .iter()
         .zip(tuple)

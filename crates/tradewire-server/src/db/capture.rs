@@ -182,7 +182,10 @@ pub fn install_logical(conn: &mut dyn Sql, catalog: &Catalog, slot: &str, public
     for table in catalog.tables() {
         let t = &table.spec.table;
         let identity = conn
-            .text("SELECT relreplident::text FROM pg_class WHERE oid = ?1::text::regclass", sql_params![t.as_str()])?
+            .text(
+                "SELECT relreplident::text FROM pg_class WHERE oid = ?1::text::regclass",
+                sql_params![t.as_str()],
+            )?
             .unwrap_or_default();
         if identity != "f" {
             return Err(setup(format!(

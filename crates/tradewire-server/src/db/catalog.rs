@@ -155,7 +155,9 @@ impl Catalog {
 /// The columns of `table`, in table order, with how each is written into JSON rows.
 fn columns_of(conn: &mut dyn Sql, table: &str) -> Result<Vec<Column>> {
     let rows = match conn.dialect() {
-        Dialect::Sqlite => conn.query(&format!("SELECT name, type FROM pragma_table_info('{table}')"), &[])?,
+        Dialect::Sqlite => {
+            conn.query(&format!("SELECT name, type FROM pragma_table_info('{table}')"), &[])?
+        }
         Dialect::Postgres => conn.query(
             "SELECT column_name::text, data_type::text FROM information_schema.columns
              WHERE table_schema = current_schema() AND table_name::text = ?1 ORDER BY ordinal_position",

@@ -104,8 +104,13 @@ impl<T: Send + 'static> Drop for DropOffRuntime<T> {
     }
 }
 
+// One value per process, behind an `Arc`: the size difference does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Backend {
-    Sqlite { pool: r2d2::Pool<SqliteConnectionManager>, path: Arc<Path> },
+    Sqlite {
+        pool: r2d2::Pool<SqliteConnectionManager>,
+        path: Arc<Path>,
+    },
     Postgres {
         pool: DropOffRuntime<PgPool>,
         config: postgres::Config,

@@ -10,8 +10,10 @@ const SQLITE: &[&str] =
     &[include_str!("../../migrations/0001_trading.sql"), include_str!("../../migrations/0002_changelog.sql")];
 
 /// PostgreSQL migrations in order; `tw_meta.schema_version` records how many are applied.
-const POSTGRES: &[&str] =
-    &[include_str!("../../migrations/pg/0001_trading.sql"), include_str!("../../migrations/pg/0002_changelog.sql")];
+const POSTGRES: &[&str] = &[
+    include_str!("../../migrations/pg/0001_trading.sql"),
+    include_str!("../../migrations/pg/0002_changelog.sql"),
+];
 
 /// An arbitrary constant: the advisory lock that serializes migrations of several servers
 /// starting against one PostgreSQL database.

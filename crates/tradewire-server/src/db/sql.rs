@@ -305,11 +305,19 @@ macro_rules! pg_sql {
             }
 
             fn execute(&mut self, sql: &str, params: &[Param]) -> Result<u64> {
-                Ok(postgres::GenericClient::execute(self, to_pg_placeholders(sql).as_str(), &pg_params(params))?)
+                Ok(postgres::GenericClient::execute(
+                    self,
+                    to_pg_placeholders(sql).as_str(),
+                    &pg_params(params),
+                )?)
             }
 
             fn query(&mut self, sql: &str, params: &[Param]) -> Result<Vec<Vec<Cell>>> {
-                pg_rows(postgres::GenericClient::query(self, to_pg_placeholders(sql).as_str(), &pg_params(params))?)
+                pg_rows(postgres::GenericClient::query(
+                    self,
+                    to_pg_placeholders(sql).as_str(),
+                    &pg_params(params),
+                )?)
             }
 
             fn batch(&mut self, sql: &str) -> Result<()> {
@@ -339,7 +347,10 @@ mod tests {
         let conn = rusqlite::Connection::open_in_memory().unwrap();
         let mut sql = Lite(&conn);
         sql.batch("CREATE TABLE t(a TEXT, b INTEGER, c BOOLEAN)").unwrap();
-        assert_eq!(sql.execute("INSERT INTO t VALUES (?1, ?2, ?3)", sql_params!["x", 5i64, true]).unwrap(), 1);
+        assert_eq!(
+            sql.execute("INSERT INTO t VALUES (?1, ?2, ?3)", sql_params!["x", 5i64, true]).unwrap(),
+            1
+        );
         let rows = sql.query("SELECT a, b, c, NULL FROM t", &[]).unwrap();
         assert_eq!(rows, vec![vec![Cell::Text("x".into()), Cell::Int(5), Cell::Int(1), Cell::Null]]);
         assert!(rows[0][2].truthy());

@@ -4,7 +4,8 @@
 //! The connection loop is generic over the socket's `Stream`/`Sink` halves, so it can be
 //! driven by any WebSocket implementation.
 
-use std::pin::Pin;
+use std::pin::{Pin, pin};
+use std::task::Poll;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -114,7 +115,12 @@ struct WsOut<K> {
     /// system call for many messages); otherwise each is flushed at once.
     batch: bool,
     overflowed: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// The server's shutdown, through a token of this connection's own: polling the
+    /// server-wide token locks a mutex that every connection shares.
     shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// Counted per message: resolved once, not looked up in the registry each time.
+    market_delivered: metrics::Counter,
+    events_delivered: metrics::Counter,
 }
 
 impl<K> WsOut<K>
@@ -125,19 +131,30 @@ where
         let batch = self.batch;
         let sink = &mut self.sink;
         let write = async move { if batch { sink.feed(msg).await } else { sink.send(msg).await } };
-        tokio::select! {
-            r = write => r.map_err(|_| Stop::Gone),
-            () = &mut self.overflowed => Err(Stop::SlowConsumer),
-            () = &mut self.shutdown => Err(Stop::Shutdown),
-        }
+        Self::race(write, &mut self.overflowed, &mut self.shutdown).await
     }
 
     /// Write out what a batch gathered.
     async fn flush(&mut self) -> Result<(), Stop> {
+        Self::race(self.sink.flush(), &mut self.overflowed, &mut self.shutdown).await
+    }
+
+    /// Run a write. Most complete at once (the socket has room), and those take the fast
+    /// path; one that has to wait races the overflow signal and shutdown, so a stalled
+    /// client cannot hold the session.
+    async fn race<E>(
+        io: impl Future<Output = Result<(), E>>,
+        overflowed: &mut Pin<Box<WaitForCancellationFutureOwned>>,
+        shutdown: &mut Pin<Box<WaitForCancellationFutureOwned>>,
+    ) -> Result<(), Stop> {
+        let mut io = pin!(io);
+        if let Poll::Ready(r) = futures::poll!(io.as_mut()) {
+            return r.map_err(|_| Stop::Gone);
+        }
         tokio::select! {
-            r = self.sink.flush() => r.map_err(|_| Stop::Gone),
-            () = &mut self.overflowed => Err(Stop::SlowConsumer),
-            () = &mut self.shutdown => Err(Stop::Shutdown),
+            r = io => r.map_err(|_| Stop::Gone),
+            () = overflowed => Err(Stop::SlowConsumer),
+            () = shutdown => Err(Stop::Shutdown),
         }
     }
 
@@ -162,11 +179,11 @@ where
         let msg = match out {
             Out::Frame(frame) => text(&frame),
             Out::Market(msg) => {
-                metrics::counter!("tradewire_market_delivered_total").increment(1);
+                self.market_delivered.increment(1);
                 Message::Text(Utf8Bytes::try_from(msg.frame.clone()).map_err(|_| Stop::Gone)?)
             }
             Out::Event { sub, change } => {
-                metrics::counter!("tradewire_events_delivered_total").increment(1);
+                self.events_delivered.increment(1);
                 let bytes = change.ws_frame(sub);
                 // The frame is serde_json output plus an id that serde_json encoded: UTF-8.
                 Message::Text(Utf8Bytes::try_from(bytes).map_err(|_| Stop::Gone)?)
@@ -219,12 +236,13 @@ where
     S: Stream<Item = Result<Message, axum::Error>> + Unpin + Send,
 {
     metrics::gauge!("tradewire_connections", "transport" => "ws").increment(1.0);
-    let shutdown = state.sessions_close.clone();
     let mut out = WsOut {
         sink,
         batch: false,
         overflowed: Box::pin(tokio_util::sync::CancellationToken::new().cancelled_owned()),
-        shutdown: Box::pin(shutdown.clone().cancelled_owned()),
+        shutdown: Box::pin(state.sessions_close.child_token().cancelled_owned()),
+        market_delivered: metrics::counter!("tradewire_market_delivered_total"),
+        events_delivered: metrics::counter!("tradewire_events_delivered_total"),
     };
     let code = match authenticate(&state, &mut stream, token).await {
         Err(code) => code,

@@ -24,12 +24,7 @@ fn sql_value(v: &Value) -> Param {
 }
 
 /// Upsert one row of `table`; its keys must be columns of the captured table.
-fn upsert(
-    tx: &mut dyn Sql,
-    catalog: &Catalog,
-    table: &str,
-    row: &Value,
-) -> Result<(), DbError> {
+fn upsert(tx: &mut dyn Sql, catalog: &Catalog, table: &str, row: &Value) -> Result<(), DbError> {
     let info = catalog.by_table(table).ok_or_else(|| DbError::Catalog {
         table: table.into(),
         reason: "the simulator wrote a table that is not captured".into(),

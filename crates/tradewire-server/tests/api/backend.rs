@@ -1,4 +1,4 @@
-//! The backend the whole suite runs against, chosen by `TRADEWIRE_TEST_BACKEND`:
+//! The backend the whole suite runs against, chosen by `TW_TEST_BACKEND`:
 //! `sqlite` (default), `pg-logical` or `pg-outbox`. The same tests run on each: the
 //! conformance suite.
 //!
@@ -25,11 +25,11 @@ pub enum Backend {
 }
 
 pub fn backend() -> Backend {
-    match std::env::var("TRADEWIRE_TEST_BACKEND").as_deref() {
+    match std::env::var("TW_TEST_BACKEND").as_deref() {
         Ok("pg-logical") => Backend::PgLogical,
         Ok("pg-outbox") => Backend::PgOutbox,
         Ok("sqlite") | Err(_) => Backend::Sqlite,
-        Ok(other) => panic!("TRADEWIRE_TEST_BACKEND={other:?}: use sqlite, pg-logical or pg-outbox"),
+        Ok(other) => panic!("TW_TEST_BACKEND={other:?}: use sqlite, pg-logical or pg-outbox"),
     }
 }
 
@@ -143,13 +143,16 @@ pub fn shell(target: &Target, sql: &str) {
 
 pub struct Cluster {
     port: u16,
-    socket_dir: PathBuf,
+    dir: PathBuf,
     counter: AtomicUsize,
+    /// Stopped and removed on drop (the suite's shared cluster lives in a static and is
+    /// left to its watchdog).
+    private: bool,
 }
 
 fn cluster() -> &'static Cluster {
     static CLUSTER: OnceLock<Cluster> = OnceLock::new();
-    CLUSTER.get_or_init(Cluster::start)
+    CLUSTER.get_or_init(|| Cluster::start("logical", false))
 }
 
 /// `initdb` and `pg_ctl`: on PATH, else the newest under /usr/lib/postgresql.
@@ -172,10 +175,10 @@ fn pg_bin(name: &str) -> PathBuf {
     versions.sort();
     versions.pop().unwrap_or_else(|| {
         panic!(
-            "TRADEWIRE_TEST_BACKEND asks for PostgreSQL, but `{name}` is not on PATH nor under \
+            "TW_TEST_BACKEND asks for PostgreSQL, but `{name}` is not on PATH nor under \
              /usr/lib/postgresql. Install PostgreSQL (apt-get install postgresql; .ci/run does it), \
-             or run the suite on SQLite only (unset TRADEWIRE_TEST_BACKEND; ./scripts/test \
-             honours TRADEWIRE_SKIP_PG=1)."
+             or run the suite on SQLite only (unset TW_TEST_BACKEND; ./scripts/test \
+             honours TW_SKIP_PG=1)."
         )
     })
 }
@@ -200,8 +203,18 @@ fn free_port() -> u16 {
 }
 
 impl Cluster {
-    fn start() -> Cluster {
-        let dir = std::env::temp_dir().join(format!("tradewire-pg-{}", std::process::id()));
+    /// A cluster for one test (a restart, another `wal_level`), removed when dropped.
+    pub fn start_private(wal_level: &str) -> Cluster {
+        Cluster::start(wal_level, true)
+    }
+
+    fn start(wal_level: &str, private: bool) -> Cluster {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "tradewire-pg-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         if is_root() {
@@ -218,7 +231,7 @@ impl Cluster {
         let port = free_port();
         let options = format!(
             "-c port={port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} \
-             -c wal_level=logical -c max_wal_senders=100 -c max_replication_slots=200 \
+             -c wal_level={wal_level} -c max_wal_senders=100 -c max_replication_slots=200 \
              -c max_connections=400 -c fsync=off -c full_page_writes=off",
             dir.display()
         );
@@ -248,6 +261,8 @@ impl Cluster {
             pid = std::process::id(),
             dir = dir.display()
         );
+        // Detached on purpose: it outlives this process to clean up after it.
+        #[allow(clippy::zombie_processes)]
         Command::new("setsid")
             .args(["sh", "-c", &script])
             .stdin(std::process::Stdio::null())
@@ -255,14 +270,14 @@ impl Cluster {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("the cluster watchdog starts");
-        Cluster { port, socket_dir: dir, counter: AtomicUsize::new(0) }
+        Cluster { port, dir, counter: AtomicUsize::new(0), private }
     }
 
     pub fn url(&self, db: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
     }
 
-    fn create_database(&self) -> String {
+    pub fn create_database(&self) -> String {
         let name = format!("t{}", self.counter.fetch_add(1, Ordering::Relaxed));
         let url = self.url("postgres");
         off_runtime(|| {
@@ -274,18 +289,32 @@ impl Cluster {
 
     /// Restart the whole cluster (a PostgreSQL restart as the server sees it).
     pub fn restart(&self) {
-        let data = self.socket_dir.join("data");
+        let data = self.dir.join("data");
         let out = pg_command(&pg_bin("pg_ctl"))
             .args(["-D"])
             .arg(&data)
-            .args(["-m", "fast", "-w", "-t", "60", "restart"])
-            .output()
+            .args(["-m", "fast", "-w", "-t", "60", "-l"])
+            .arg(self.dir.join("log"))
+            .arg("restart")
+            // The new postmaster must not hold our pipes open (output() would wait forever).
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
             .expect("pg_ctl runs");
-        assert!(out.status.success(), "pg_ctl restart failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(out.success(), "pg_ctl restart failed; see {}", self.dir.join("log").display());
     }
 }
 
-/// Restart the suite's PostgreSQL cluster.
-pub fn restart_postgres() {
-    cluster().restart();
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if self.private {
+            let _ = pg_command(&pg_bin("pg_ctl"))
+                .args(["-D"])
+                .arg(self.dir.join("data"))
+                .args(["-m", "immediate", "stop"])
+                .output();
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
 }

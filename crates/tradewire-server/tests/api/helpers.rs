@@ -129,7 +129,8 @@ impl TestApp {
     }
 
     pub fn create_user(&self, name: &str) -> String {
-        tradewire_server::db::seed::create_user(&mut self.sql(), name, &format!("{name}-pw"), "10000").unwrap()
+        tradewire_server::db::seed::create_user(&mut self.sql(), name, &format!("{name}-pw"), "10000")
+            .unwrap()
     }
 
     pub fn user_id(name: &str) -> String {
@@ -153,7 +154,8 @@ impl TestApp {
             return;
         }
         let mut c = self.sql();
-        let lsn = c.text("SELECT pg_logical_emit_message(true, 'tradewire.sync', '')::text", &[]).unwrap().unwrap();
+        let lsn =
+            c.text("SELECT pg_logical_emit_message(true, 'tradewire.sync', '')::text", &[]).unwrap().unwrap();
         let target = parse_lsn(&lsn);
         eventually("capture caught up", || async {
             let done = self.sql().text("SELECT value FROM tw_meta WHERE key = 'lsn'", &[]).unwrap();

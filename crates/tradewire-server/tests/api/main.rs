@@ -8,6 +8,7 @@ mod helpers;
 mod auth;
 mod bad_input;
 mod client;
+mod faults;
 mod isolation;
 mod market;
 mod ops;

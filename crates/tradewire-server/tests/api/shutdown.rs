@@ -59,7 +59,10 @@ async fn a_missing_data_directory_is_created_and_an_unusable_one_is_a_clear_erro
     let file = tmp.path().join("not-a-dir");
     std::fs::write(&file, "x").unwrap();
     let config = tradewire_server::Config { data_dir: file, demo: false, ..Default::default() };
-    let err =
-        tradewire_server::Server::build(config).await.err().expect("a file is not a data directory").to_string();
+    let err = tradewire_server::Server::build(config)
+        .await
+        .err()
+        .expect("a file is not a data directory")
+        .to_string();
     assert!(err.contains("not-a-dir") && err.contains("not a directory"), "{err}");
 }

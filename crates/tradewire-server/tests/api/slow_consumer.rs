@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tradewire_protocol::ServerFrame;
 
+use crate::helpers::TestSql;
 use crate::helpers::{Closed, Ws, eventually, insert_signal, spawn_app_with};
 #[allow(unused_imports)]
 use tradewire_server::db::Sql;
-use crate::helpers::TestSql;
 
 const QUEUE_BYTES: usize = 256 * 1024;
 const ROUNDS: usize = 2000;

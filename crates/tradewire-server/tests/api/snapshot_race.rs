@@ -10,9 +10,9 @@ use serde_json::{Value, json};
 use tradewire_protocol::{ChangeOp, ServerFrame};
 
 use crate::helpers::spawn_app;
+use crate::helpers::{Target, TestSql};
 #[allow(unused_imports)]
 use tradewire_server::db::Sql;
-use crate::helpers::{Target, TestSql};
 
 type State = BTreeMap<String, Value>;
 
