@@ -230,6 +230,8 @@ struct Phase {
     pending: Arc<Pending>,
     tally: Arc<Tally>,
     hist: Arc<Mutex<Histogram<u64>>>,
+    /// How long one poll (the four GETs, one after the other) takes, in µs.
+    poll_time: Arc<Mutex<Histogram<u64>>>,
     stop: Arc<AtomicBool>,
 }
 
@@ -253,6 +255,7 @@ async fn poll_client(ph: Arc<Phase>, user: usize, interval: Duration, offset: Du
             break;
         }
         stale.clear();
+        let began = Instant::now();
         for path in PATHS {
             ph.tally.requests.fetch_add(1, Ordering::Relaxed);
             let body = match http.get(&ph.tally, path, &ph.tokens[user]).await {
@@ -270,6 +273,8 @@ async fn poll_client(ph: Arc<Phase>, user: usize, interval: Duration, offset: Du
                 observe(row, user, &ph.pending, now, &mut stale);
             }
         }
+        let took = began.elapsed().as_micros() as u64;
+        let _ = ph.poll_time.lock().unwrap_or_else(|e| e.into_inner()).record(took.max(1));
         ph.tally.polls.fetch_add(1, Ordering::Relaxed);
         if !stale.is_empty() {
             ph.tally.useful_polls.fetch_add(1, Ordering::Relaxed);
@@ -337,6 +342,7 @@ async fn run_phase(cli: &Cli, a: &PollingArgs, transport: Transport, secret: &[u
         pending: Arc::new(Pending::new(a.clients)),
         tally: Arc::new(Tally::default()),
         hist: Arc::new(Mutex::new(Histogram::new_with_bounds(1, 600_000_000, 3)?)),
+        poll_time: Arc::new(Mutex::new(Histogram::new_with_bounds(1, 600_000_000, 3)?)),
         stop: Arc::new(AtomicBool::new(false)),
     });
     let interval = Duration::from_secs_f64(a.interval_secs);
@@ -407,8 +413,11 @@ async fn run_phase(cli: &Cli, a: &PollingArgs, transport: Transport, secret: &[u
     let per_hour = |v: u64| v as f64 / ph.clients as f64 * 3600.0 / window;
     let hist = ph.hist.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+    let poll_time = ph.poll_time.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let pt = |q: f64| poll_time.value_at_quantile(q) as f64 / 1000.0;
     let cpu = match (cpu0, cpu1) {
-        (Some(a), Some(b)) => json!(((b - a) as f64 / window).round()), // ticks/s = % of one core
+        // 100 ticks a second: ticks per second is the percentage of one core.
+        (Some(a), Some(b)) => json!(((b - a) as f64 / window * 10.0).round() / 10.0),
         _ => Value::Null,
     };
     Ok(json!({
@@ -422,6 +431,8 @@ async fn run_phase(cli: &Cli, a: &PollingArgs, transport: Transport, secret: &[u
         "bytes_in_per_client_hour": per_hour(end.rx - base.rx).round(),
         "bytes_out_per_client_hour": per_hour(end.tx - base.tx).round(),
         "polls": end.polls - base.polls,
+        "bytes_in_per_poll": if end.polls > base.polls { json!(((end.rx - base.rx) / (end.polls - base.polls)) as f64) } else { Value::Null },
+        "poll_time": if transport == Transport::Poll { json!({"p50_ms": pt(0.5), "p99_ms": pt(0.99)}) } else { Value::Null },
         "polls_with_news": end.useful_polls - base.useful_polls,
         "setup_bytes_per_client": setup_bytes.round(),
         "errors": ph.tally.errors.load(Ordering::Relaxed),
@@ -458,23 +469,27 @@ pub async fn run(cli: &Cli, a: PollingArgs) -> anyhow::Result<()> {
         a.clients, a.changes_per_user_minute, a.interval_secs, a.seconds
     );
     println!(
-        "  {:<6} {:>10} {:>10} {:>11} {:>11} {:>10} {:>10} {:>10} {:>13} {:>5}",
-        "", "req/c-h", "msgs/c-h", "in/c-h", "out/c-h", "stale p50", "p99", "max", "seen/written", "CPU%"
+        "  {:<6} {:>9} {:>9} {:>10} {:>10} {:>10} {:>10} {:>10} {:>13} {:>6}",
+        "", "req/c-h", "msgs/c-h", "in/c-h", "out/c-h", "stale p50", "p99", "max", "seen/written", "CPU %"
     );
+    let num = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    let dur = |v: &Value| {
+        let ms = num(v);
+        if ms >= 100.0 { format!("{ms:.0} ms") } else { format!("{ms:.1} ms") }
+    };
     for r in &results {
         let s = &r["staleness"];
         println!(
-            "  {:<6} {:>10} {:>10} {:>11} {:>11} {:>8} ms {:>7} ms {:>7} ms {:>6}/{:<6} {:>5}",
+            "  {:<6} {:>9.0} {:>9.0} {:>10} {:>10} {:>10} {:>10} {:>10} {:>13} {:>6}",
             r["transport"].as_str().unwrap_or(""),
-            r["requests_per_client_hour"],
-            r["messages_in_per_client_hour"],
-            human_bytes(r["bytes_in_per_client_hour"].as_f64().unwrap_or(0.0)),
-            human_bytes(r["bytes_out_per_client_hour"].as_f64().unwrap_or(0.0)),
-            s["p50_ms"],
-            s["p99_ms"],
-            s["max_ms"],
-            r["changes_seen"],
-            r["changes_written"],
+            num(&r["requests_per_client_hour"]),
+            num(&r["messages_in_per_client_hour"]),
+            human_bytes(num(&r["bytes_in_per_client_hour"])),
+            human_bytes(num(&r["bytes_out_per_client_hour"])),
+            dur(&s["p50_ms"]),
+            dur(&s["p99_ms"]),
+            dur(&s["max_ms"]),
+            format!("{}/{}", r["changes_seen"], r["changes_written"]),
             r["server_cpu_pct"],
         );
     }

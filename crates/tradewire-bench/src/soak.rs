@@ -234,18 +234,19 @@ async fn session(
                 *stream = Stream::default();
                 ws.send(subscribe_user(stream)).await?;
             }
-            Ok(ServerFrame::Heartbeat { position, .. }) => {
-                // Every change at or below the heartbeat's position has been sent: one we
-                // have not seen by now was lost.
-                if stream.epoch.as_deref() == Some(position.epoch.as_str()) && position.seq > stream.last {
-                    c.heartbeat_ahead.fetch_add(1, Ordering::Relaxed);
-                }
+            // Every change at or below a heartbeat's position has been sent: one we have
+            // not seen by now was lost.
+            Ok(ServerFrame::Heartbeat { position, .. })
+                if stream.epoch.as_deref() == Some(position.epoch.as_str()) && position.seq > stream.last =>
+            {
+                c.heartbeat_ahead.fetch_add(1, Ordering::Relaxed);
             }
             Ok(ServerFrame::Market { .. }) => {
                 c.market.fetch_add(1, Ordering::Relaxed);
             }
             Ok(ServerFrame::Error { .. }) => {
-                if c.error_frames.fetch_add(1, Ordering::Relaxed) < 5 {
+                let before = c.error_frames.fetch_add(1, Ordering::Relaxed);
+                if before < 5 {
                     eprintln!("client {i}: {text}");
                 }
             }
