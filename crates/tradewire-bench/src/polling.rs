@@ -501,3 +501,43 @@ pub async fn run(cli: &Cli, a: PollingArgs) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    /// Read one request head (up to the blank line) and answer with `answer`.
+    async fn serve_one(sock: &mut TcpStream, answer: &str) -> usize {
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut b = [0u8; 1];
+            sock.read_exact(&mut b).await.expect("request");
+            head.push(b[0]);
+        }
+        sock.write_all(answer.as_bytes()).await.expect("answer");
+        head.len()
+    }
+
+    #[tokio::test]
+    async fn every_byte_of_a_keep_alive_exchange_is_counted() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let a1 =
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 12\r\n\r\n{\"items\":[]}";
+        let a2 = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}";
+        let server = tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.expect("accept");
+            serve_one(&mut sock, a1).await + serve_one(&mut sock, a2).await
+        });
+        let tally = Tally::default();
+        let mut http = Http { addr, conn: None };
+        assert_eq!(http.get(&tally, "/v1/orders", "t").await.expect("first"), b"{\"items\":[]}");
+        assert_eq!(http.get(&tally, "/v1/bots", "t").await.expect("second"), b"{}");
+        assert!(http.conn.is_none(), "`connection: close` drops the connection");
+        let sent = server.await.expect("server");
+        let r = tally.read();
+        assert_eq!(r.tx, sent as u64);
+        assert_eq!(r.rx, (a1.len() + a2.len()) as u64);
+    }
+}

@@ -222,3 +222,29 @@ fn insert_signal(tx: &rusqlite::Transaction<'_>, user: &str, n: u64, stamp: u64)
         )?
         .execute(params![format!("sig_soak_{n}_{stamp}"), user, stamp.to_string(), (stamp / 1000) as i64])?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_view_reveals_every_commit_up_to_its_stamp_once() {
+        let p = Pending::new(2);
+        p.add(0, "pos_1", 100);
+        p.add(0, "pos_1", 200);
+        p.add(0, "pos_1", 300);
+        p.add(1, "pos_1", 150);
+        let mut out = Vec::new();
+        // A poll shows pos_1 as of the second commit: both commits so far are seen now.
+        p.seen(0, "pos_1", 200, 1_000, &mut out);
+        assert_eq!(out, [900, 800]);
+        // The same view again reveals nothing new; another user's commit is untouched.
+        out.clear();
+        p.seen(0, "pos_1", 200, 2_000, &mut out);
+        assert!(out.is_empty());
+        assert_eq!(p.unseen(), 2);
+        p.seen(0, "pos_1", 300, 2_000, &mut out);
+        assert_eq!(out, [1_700]);
+        assert_eq!(p.unseen(), 1);
+    }
+}
