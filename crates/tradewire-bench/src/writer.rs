@@ -117,8 +117,8 @@ pub struct Written {
     pub seconds: f64,
 }
 
-/// Commit changes at `rate` a second, round-robin over users `0..users`, until `until` or
-/// until `stop` is set.
+/// Commit changes at `rate` a second (none when 0), round-robin over users `0..users`,
+/// until `until` or until `stop` is set.
 pub fn run(
     db: &rusqlite::Connection,
     users: usize,
@@ -130,6 +130,14 @@ pub fn run(
 ) -> anyhow::Result<Written> {
     let start = Instant::now();
     let mut w = Written::default();
+    if rate <= 0.0 {
+        // No writes: just hold until the end.
+        while Instant::now() < until && !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        w.seconds = start.elapsed().as_secs_f64();
+        return Ok(w);
+    }
     let mut n: u64 = 0;
     loop {
         let due = start + Duration::from_secs_f64(n as f64 / rate);
