@@ -7,9 +7,17 @@
 //! Scenarios:
 //! - `latency`: N clients, a writer committing R changes/s; commit-to-client latency.
 //! - `idle`: N idle WebSocket connections; the server's resident memory per connection.
+//! - `catchup`: replay after being offline.
 //! - `fanout`: one public market topic to N clients (lean clients, `rawws`).
+//! - `polling` (polling.rs): one dashboard workload served by 5 s REST polling and by push;
+//!   requests, bytes and staleness per client.
+//! - `soak` (soak.rs): N clients on their user streams for a long time; gaps, duplicates
+//!   and resumes checked by every client, the server's memory sampled.
 
+mod polling;
 mod rawws;
+mod soak;
+mod writer;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -80,6 +88,11 @@ enum Scenario {
         #[arg(long, default_value_t = 20)]
         seconds: u64,
     },
+    /// Long run: clients check their streams for gaps and duplicates (across reconnects),
+    /// the server's memory is sampled. Exits with status 2 when a target is missed.
+    Soak(soak::SoakArgs),
+    /// The same dashboard by REST polling and by push: requests, bytes and staleness.
+    Polling(polling::PollingArgs),
     /// Server memory with N idle WebSocket connections.
     Idle {
         #[arg(long, default_value_t = 1000)]
@@ -609,5 +622,12 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Catchup { changes } => catchup(&cli, changes).await,
         Scenario::Fanout { clients, ref topic, seconds } => fanout(&cli, clients, topic, seconds).await,
         Scenario::Idle { clients, pid, hold_seconds } => idle(&cli, clients, pid, hold_seconds).await,
+        Scenario::Polling(ref args) => polling::run(&cli, args.clone()).await,
+        Scenario::Soak(ref args) => {
+            if !soak::run(&cli, args.clone()).await? {
+                std::process::exit(2);
+            }
+            Ok(())
+        }
     }
 }
