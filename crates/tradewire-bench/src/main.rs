@@ -43,6 +43,9 @@ struct Cli {
     /// The server's data directory (database file and jwt.secret).
     #[arg(long, default_value = "./data", global = true)]
     data_dir: PathBuf,
+    /// The server's PostgreSQL database (`latency` writes there instead of the SQLite file).
+    #[arg(long, global = true)]
+    database: Option<String>,
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -72,6 +75,9 @@ enum Scenario {
         /// Changes per transaction (`db` writer).
         #[arg(long, default_value_t = 1)]
         batch: u64,
+        /// PostgreSQL only: the writer's `synchronous_commit` (`on`, `off`).
+        #[arg(long, default_value = "on")]
+        synchronous_commit: String,
     },
     /// A client offline while N of its changes commit reconnects from its position: the
     /// time until it has them all (and is live again).
@@ -170,8 +176,77 @@ async fn connect(ws_url: &str, token: &str, topics: serde_json::Value) -> anyhow
 }
 
 /// Commit `total` signals at `rate` a second through a SQLite connection of our own.
+/// The writer's connection: the SQLite file, or the server's PostgreSQL database.
+enum Store {
+    Lite(rusqlite::Connection),
+    Pg(Box<postgres::Client>),
+}
+
+const INSERT_SIGNAL: &str = "INSERT INTO signals(id, user_id, symbol, direction, confidence, reason, ts)
+     VALUES ($1, $2, 'BTCUSDT', 'long', '0.5', $3, 0)";
+
+impl Store {
+    fn open(cli: &Cli, synchronous_commit: &str) -> anyhow::Result<Store> {
+        Ok(match &cli.database {
+            Some(url) => {
+                let mut c = postgres::Client::connect(url, postgres::NoTls).context("connecting to PostgreSQL")?;
+                c.batch_execute(&format!("SET synchronous_commit = {synchronous_commit}"))?;
+                Store::Pg(Box::new(c))
+            }
+            None => {
+                let db = rusqlite::Connection::open(cli.data_dir.join("tradewire.db"))?;
+                db.busy_timeout(Duration::from_secs(5))?;
+                Store::Lite(db)
+            }
+        })
+    }
+
+    fn ensure_users(&mut self, n: usize) -> anyhow::Result<()> {
+        match self {
+            Store::Lite(db) => ensure_users(db, n),
+            Store::Pg(c) => {
+                let mut tx = c.transaction()?;
+                for i in 0..n {
+                    tx.execute(
+                        "INSERT INTO users(id, username, password_hash, created_at)
+                         VALUES ($1, $2, '!', 0) ON CONFLICT DO NOTHING",
+                        &[&format!("u_bench_{i}"), &format!("bench_{i}")],
+                    )?;
+                }
+                tx.commit()?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Insert signals `(id, user, reason)` in one transaction.
+    fn insert_signals(&mut self, rows: &[(String, String, String)]) -> anyhow::Result<()> {
+        match self {
+            Store::Lite(db) => {
+                let tx = db.unchecked_transaction()?;
+                {
+                    let mut stmt = tx.prepare_cached(&INSERT_SIGNAL.replace('$', "?"))?;
+                    for (id, user, reason) in rows {
+                        stmt.execute(rusqlite::params![id, user, reason])?;
+                    }
+                }
+                tx.commit()?;
+            }
+            Store::Pg(c) => {
+                let stmt = c.prepare(INSERT_SIGNAL)?;
+                let mut tx = c.transaction()?;
+                for (id, user, reason) in rows {
+                    tx.execute(&stmt, &[id, user, reason])?;
+                }
+                tx.commit()?;
+            }
+        }
+        Ok(())
+    }
+}
+
 fn db_writer(
-    db: &rusqlite::Connection,
+    db: &mut Store,
     clients: usize,
     rate: u64,
     total: u64,
@@ -186,23 +261,13 @@ fn db_writer(
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
         }
-        let tx = db.unchecked_transaction()?;
-        {
-            let mut stmt = tx.prepare_cached(
-                "INSERT INTO signals(id, user_id, symbol, direction, confidence, reason, ts)
-                 VALUES (?1, ?2, 'BTCUSDT', 'long', '0.5', ?3, 0)",
-            )?;
-            for _ in 0..batch.min(total - n) {
-                let user = format!("u_bench_{}", n as usize % clients);
-                stmt.execute(rusqlite::params![
-                    format!("sig_bench_{}_{n}", now_micros()),
-                    user,
-                    now_micros().to_string()
-                ])?;
-                n += 1;
-            }
+        let mut rows = Vec::with_capacity(batch as usize);
+        for _ in 0..batch.min(total - n) {
+            let user = format!("u_bench_{}", n as usize % clients);
+            rows.push((format!("sig_bench_{}_{n}", now_micros()), user, now_micros().to_string()));
+            n += 1;
         }
-        tx.commit()?;
+        db.insert_signals(&rows)?;
     }
     Ok(total)
 }
@@ -308,12 +373,14 @@ async fn latency(
     seconds: u64,
     writer_kind: Writer,
     batch: u64,
+    synchronous_commit: &str,
 ) -> anyhow::Result<()> {
-    let db_path = cli.data_dir.join("tradewire.db");
     let secret = std::fs::read_to_string(cli.data_dir.join("jwt.secret")).context("reading jwt.secret")?;
-    let db = rusqlite::Connection::open(&db_path)?;
-    db.busy_timeout(Duration::from_secs(5))?;
-    ensure_users(&db, clients)?;
+    let mut db = tokio::task::block_in_place(|| -> anyhow::Result<Store> {
+        let mut db = Store::open(cli, synchronous_commit)?;
+        db.ensure_users(clients)?;
+        Ok(db)
+    })?;
     let ws_url = format!("{}/v1/ws", cli.url.replacen("http", "ws", 1));
 
     let (tx, mut rx) = mpsc::unbounded_channel::<u64>();
@@ -349,7 +416,7 @@ async fn latency(
 
     let total = rate * seconds;
     let writer = match writer_kind {
-        Writer::Db => tokio::task::spawn_blocking(move || db_writer(&db, clients, rate, total, batch)),
+        Writer::Db => tokio::task::spawn_blocking(move || db_writer(&mut db, clients, rate, total, batch)),
         Writer::Api => {
             let tokens =
                 (0..clients).map(|i| mint(secret.trim().as_bytes(), i)).collect::<Result<Vec<_>, _>>()?;
@@ -616,8 +683,8 @@ async fn idle(cli: &Cli, clients: usize, pid: u32, hold: u64) -> anyhow::Result<
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.scenario {
-        Scenario::Latency { clients, rate, seconds, writer, batch } => {
-            latency(&cli, clients, rate, seconds, writer, batch.max(1)).await
+        Scenario::Latency { clients, rate, seconds, writer, batch, ref synchronous_commit } => {
+            latency(&cli, clients, rate, seconds, writer, batch.max(1), synchronous_commit).await
         }
         Scenario::Catchup { changes } => catchup(&cli, changes).await,
         Scenario::Fanout { clients, ref topic, seconds } => fanout(&cli, clients, topic, seconds).await,

@@ -148,13 +148,19 @@ impl Log {
         for c in changes {
             heads.insert(&c.user, c.seq);
         }
-        for (user, seq) in &heads {
-            Sql::execute(
-                &mut tx,
-                "INSERT INTO tw_user_seq(user_id, seq) VALUES (?1, ?2)
-                 ON CONFLICT (user_id) DO UPDATE SET seq = excluded.seq",
-                sql_params![*user, *seq],
-            )?;
+        let heads: Vec<(&str, u64)> = heads.into_iter().collect();
+        for chunk in heads.chunks(INSERT_CHUNK) {
+            let mut sql = String::from("INSERT INTO tw_user_seq(user_id, seq) VALUES ");
+            let mut params = Vec::with_capacity(chunk.len() * 2);
+            for (i, (user, seq)) in chunk.iter().enumerate() {
+                if i > 0 {
+                    sql.push(',');
+                }
+                sql += &format!("(?{},?{})", i * 2 + 1, i * 2 + 2);
+                params.extend([Param::from(*user), Param::from(*seq)]);
+            }
+            sql += " ON CONFLICT (user_id) DO UPDATE SET seq = excluded.seq";
+            Sql::execute(&mut tx, &sql, &params)?;
         }
         Sql::execute(
             &mut tx,
@@ -266,7 +272,9 @@ async fn stream(
     loop {
         // Take what has already arrived without waiting; once nothing is waiting (or the
         // batch is full), write the committed transactions and publish them.
-        let event = match client.recv().now_or_never() {
+        // (`unconstrained`: tokio's cooperative budget would otherwise report "nothing
+        // waiting" after ~128 events, capping every batch at that size.)
+        let event = match tokio::task::unconstrained(client.recv()).now_or_never() {
             Some(ev) => Some(ev),
             None if !ready.is_empty() => None,
             None => {
@@ -369,6 +377,7 @@ async fn stream(
         let lsn = ready_lsn;
         let rels = relations.clone();
         let catalog = catalog.clone();
+        let persist_started = Instant::now();
         let numbered = blocking(&log, move |log| {
             let mut out = Vec::new();
             for (changes, ts) in txns {
@@ -389,6 +398,8 @@ async fn stream(
         })
         .await?;
         persisted = lsn;
+        metrics::histogram!("tradewire_log_persist_seconds").record(persist_started.elapsed().as_secs_f64());
+        metrics::histogram!("tradewire_log_persist_changes").record(numbered.len() as f64);
         let now = now_ms();
         let n = numbered.len();
         for (i, c) in numbered.into_iter().enumerate() {
