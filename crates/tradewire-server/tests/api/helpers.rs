@@ -200,7 +200,11 @@ impl TestApp {
     }
 
     /// A WebSocket authenticated with the `Authorization` header, welcome read.
+    /// (Once what was committed before is captured: with logical capture, a snapshot taken
+    /// sooner may be followed by changes it already shows, applied again — correct, but not
+    /// what a test stepping through its own writes expects.)
     pub async fn ws(&self, name: &str) -> Ws {
+        self.settle().await;
         let mut ws = Ws::connect_with_token(&self.ws_url(), Some(&self.token(name))).await;
         let welcome = ws.frame().await;
         assert!(matches!(welcome, ServerFrame::Welcome { .. }), "expected welcome, got {welcome:?}");
