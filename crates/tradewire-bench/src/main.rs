@@ -189,7 +189,8 @@ impl Store {
     fn open(cli: &Cli, synchronous_commit: &str) -> anyhow::Result<Store> {
         Ok(match &cli.database {
             Some(url) => {
-                let mut c = postgres::Client::connect(url, postgres::NoTls).context("connecting to PostgreSQL")?;
+                let mut c =
+                    postgres::Client::connect(url, postgres::NoTls).context("connecting to PostgreSQL")?;
                 c.batch_execute(&format!("SET synchronous_commit = {synchronous_commit}"))?;
                 Store::Pg(Box::new(c))
             }
@@ -245,13 +246,7 @@ impl Store {
     }
 }
 
-fn db_writer(
-    db: &mut Store,
-    clients: usize,
-    rate: u64,
-    total: u64,
-    batch: u64,
-) -> anyhow::Result<u64> {
+fn db_writer(db: &mut Store, clients: usize, rate: u64, total: u64, batch: u64) -> anyhow::Result<u64> {
     let start = Instant::now();
     let mut n = 0;
     while n < total {
