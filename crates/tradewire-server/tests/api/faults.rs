@@ -321,3 +321,39 @@ async fn logical_capture_refuses_an_operator_table_whose_deletes_would_lose_the_
     let err = tradewire_server::Server::build(config).await.err().expect("refused").to_string();
     assert!(err.contains("alerts") && err.contains("REPLICA IDENTITY FULL"), "{err}");
 }
+
+#[tokio::test]
+async fn tradewire_migrate_applies_the_schema_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut config = Config { data_dir: tmp.path().to_owned(), ..Config::default() };
+    backend::prepare(&mut config);
+    let migrate = || {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tradewire"));
+        cmd.args(["migrate"]).env("TRADEWIRE_DATA_DIR", &config.data_dir).env("TRADEWIRE_LOG", "warn");
+        if let Some(url) = &config.database {
+            cmd.env("TRADEWIRE_DATABASE", url);
+        }
+        let out = cmd.output().expect("tradewire migrate runs");
+        assert!(out.status.success(), "migrate failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(migrate().trim(), "applied 2 migration(s)");
+    assert_eq!(migrate().trim(), "applied 0 migration(s)", "a second run has nothing to do");
+    let mut c = TestSql::open(&backend::target(&config));
+    assert_eq!(c.int("SELECT COUNT(*) FROM tw_changes", &[]), 0, "the change log exists");
+}
+
+#[tokio::test]
+async fn slot_lag_and_retained_wal_are_exported_as_metrics() {
+    if backend::backend() != Backend::PgLogical {
+        return;
+    }
+    let app = crate::helpers::spawn_app().await;
+    let metrics = crate::helpers::eventually("slot metrics exported", || async {
+        let body = app.http.get(app.url("/metrics")).send().await.ok()?.text().await.ok()?;
+        (body.contains("tradewire_slot_lag_bytes") && body.contains("tradewire_slot_retained_wal_bytes"))
+            .then_some(body)
+    })
+    .await;
+    assert!(metrics.contains("tradewire_log_persist_seconds"), "capture metrics too");
+}
