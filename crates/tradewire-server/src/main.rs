@@ -1,4 +1,4 @@
-//! The `tradewire` command: `serve`, `migrate`, `token`, `tail`.
+//! The `tradewire` command: `serve`, `token`, `tail`.
 
 use std::path::PathBuf;
 
@@ -8,12 +8,6 @@ use tokio_util::sync::CancellationToken;
 use tradewire_client::{Options, Subscriber, Update};
 use tradewire_server::config::{CaptureMode, Config, LogFormat, Overrides};
 use tradewire_server::{Server, telemetry};
-
-/// mimalloc rather than glibc malloc: database work runs on many blocking-pool threads, and
-/// glibc keeps an arena per thread that holds on to what it freed (the soak in
-/// docs/BENCHMARKS.md measured the difference).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Debug, Parser)]
 #[command(name = "tradewire", version, about = "Live, gap-free streams of a trading database")]
