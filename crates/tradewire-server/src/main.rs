@@ -1,4 +1,4 @@
-//! The `tradewire` command: `serve`, `token`, `tail`.
+//! The `tradewire` command: `serve`, `migrate`, `token`, `tail`.
 
 use std::path::PathBuf;
 
