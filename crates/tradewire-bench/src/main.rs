@@ -289,64 +289,64 @@ async fn api_writer(url: String, tokens: Vec<String>, rate: u64, total: u64) -> 
     Ok(ok)
 }
 
-/// Connect `n` clients (users `u_bench_0..n`), 64 handshakes in flight at a time.
+/// Open `n` clients (users `u_bench_0..n`) with `open(token)`, 64 handshakes in flight at a
+/// time.
+async fn open_many<T, F, Fut>(secret: &[u8], n: usize, open: F) -> anyhow::Result<Vec<T>>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let started = Instant::now();
+    let tokens = (0..n).map(|i| mint(secret, i)).collect::<Result<Vec<_>, _>>()?;
+    let sockets = futures::stream::iter(tokens)
+        .map(open)
+        .buffered(64)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<Vec<T>>>()?;
+    eprintln!("{n} clients connected in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(sockets)
+}
+
+/// Connect `n` clients subscribed to `topics`.
 async fn connect_many(
     ws_url: &str,
     secret: &[u8],
     n: usize,
     topics: serde_json::Value,
 ) -> anyhow::Result<Vec<Socket>> {
-    let started = Instant::now();
-    let tokens = (0..n).map(|i| mint(secret, i)).collect::<Result<Vec<_>, _>>()?;
-    let sockets: Vec<Socket> = futures::stream::iter(tokens)
-        .map(|token| {
-            let topics = topics.clone();
-            async move { connect(ws_url, &token, topics).await }
-        })
-        .buffered(64)
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect::<anyhow::Result<_>>()?;
-    eprintln!("{n} clients connected in {:.1} s", started.elapsed().as_secs_f64());
-    Ok(sockets)
+    open_many(secret, n, |token| {
+        let topics = topics.clone();
+        async move { connect(ws_url, &token, topics).await }
+    })
+    .await
 }
 
-/// Connect `n` lean clients subscribed to `topic`, 64 handshakes in flight at a time; each
-/// has had its `welcome` and `subscribed`.
+/// Connect `n` lean clients subscribed to `topic`; each has had its `welcome` and
+/// `subscribed`.
 async fn connect_many_raw(
     ws_url: &str,
     secret: &[u8],
     n: usize,
     topic: &str,
 ) -> anyhow::Result<Vec<rawws::RawWs>> {
-    let started = Instant::now();
-    let tokens = (0..n).map(|i| mint(secret, i)).collect::<Result<Vec<_>, _>>()?;
     let subscribe = json!({"op": "subscribe", "id": "b", "topics": [topic], "from": "now"}).to_string();
-    let sockets: Vec<rawws::RawWs> = futures::stream::iter(tokens)
-        .map(|token| {
-            let subscribe = subscribe.as_bytes();
-            async move {
-                let mut ws = rawws::RawWs::connect(ws_url, &token).await?;
-                ws.send(rawws::OP_TEXT, subscribe).await?;
-                for _ in 0..2 {
-                    match ws.next().await? {
-                        Some((rawws::OP_TEXT, _)) => {}
-                        other => {
-                            anyhow::bail!("unexpected answer while subscribing: {:?}", other.map(|f| f.0))
-                        }
-                    }
+    open_many(secret, n, |token| {
+        let subscribe = subscribe.as_bytes();
+        async move {
+            let mut ws = rawws::RawWs::connect(ws_url, &token).await?;
+            ws.send(rawws::OP_TEXT, subscribe).await?;
+            for _ in 0..2 {
+                match ws.next().await? {
+                    Some((rawws::OP_TEXT, _)) => {}
+                    other => anyhow::bail!("unexpected answer while subscribing: {:?}", other.map(|f| f.0)),
                 }
-                Ok(ws)
             }
-        })
-        .buffered(64)
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect::<anyhow::Result<_>>()?;
-    eprintln!("{n} clients connected in {:.1} s", started.elapsed().as_secs_f64());
-    Ok(sockets)
+            Ok(ws)
+        }
+    })
+    .await
 }
 
 fn percentiles(h: &Histogram<u64>) -> serde_json::Value {

@@ -137,8 +137,8 @@ impl Log {
                     Param::from(c.seq),
                     Param::from(c.topic.as_str()),
                     Param::from(op_name(c.op)),
-                    Param::from(c.row.as_ref().map(|r| Value::Object(r.clone()).to_string())),
-                    Param::from(c.old.as_ref().map(|r| Value::Object(r.clone()).to_string())),
+                    Param::from(c.row.as_ref().map(json_text)),
+                    Param::from(c.old.as_ref().map(json_text)),
                     Param::from(c.commit_ts),
                 ]);
             }
@@ -171,6 +171,11 @@ impl Log {
         tx.commit()?;
         Ok(())
     }
+}
+
+/// A row as JSON text, without copying it into a `Value` first.
+fn json_text(row: &Map<String, Value>) -> String {
+    serde_json::to_string(row).expect("a JSON map always serializes")
 }
 
 fn op_name(op: ChangeOp) -> &'static str {
@@ -254,12 +259,15 @@ async fn stream(
     ));
     let mut persisted = blocking(&log, Log::persisted_lsn).await?;
     let config = replication_config(db, slot, publication, persisted)?;
-    let mut client = ReplicationClient::connect(config).await.map_err(|e| DbError::Setup(e.to_string()))?;
+    let mut client =
+        ReplicationClient::connect(config).await.map_err(|e| DbError::Replication(e.to_string()))?;
     tracing::info!(slot, lsn = %Lsn::from_u64(persisted), "logical replication streaming");
 
     let epoch = db.epoch().clone();
     let catalog = db.catalog().clone();
-    let mut relations: HashMap<u32, Relation> = HashMap::new();
+    // Shared with each batch's numbering step; copied only when a Relation message changes
+    // it (rarely: at the start and after DDL).
+    let mut relations: Arc<HashMap<u32, Relation>> = Arc::default();
     let mut open: Vec<RowChange> = Vec::new();
     let mut commit_ts = 0i64;
     let mut fence = false;
@@ -289,9 +297,9 @@ async fn stream(
             }
         };
         if let Some(ev) = event {
-            let ev = ev.map_err(|e| DbError::Setup(format!("replication stream: {e}")))?;
+            let ev = ev.map_err(|e| DbError::Replication(e.to_string()))?;
             let Some(ev) = ev else {
-                return Err(DbError::Setup("the replication stream ended".into()));
+                return Err(DbError::Replication("the stream ended".into()));
             };
             match ev {
                 ReplicationEvent::Begin { commit_time_micros, .. } => {
@@ -303,7 +311,7 @@ async fn stream(
                 ReplicationEvent::XLogData { data, .. } => {
                     match pgoutput::decode(&data).map_err(|e| DbError::Decode(e.to_string()))? {
                         Message::Relation(rel) => {
-                            relations.insert(rel.id, rel);
+                            Arc::make_mut(&mut relations).insert(rel.id, rel);
                         }
                         Message::Insert { rel, new } => {
                             open.push(RowChange { rel, kind: ChangeOp::Insert, old: None, new: Some(new) })

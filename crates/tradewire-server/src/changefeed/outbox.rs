@@ -18,15 +18,15 @@
 //! capture.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use postgres::fallible_iterator::FallibleIterator;
 use tokio_util::sync::CancellationToken;
 use tradewire_hub::{Change, Hub};
 
-use super::ChangeLog;
 use super::log::{LOG_COLUMNS, log_row, to_change};
-use super::pump::{PumpSettings, publish};
+use super::pump::{PumpSettings, prune, publish};
 use crate::db::sql::Sql;
 use crate::db::{Db, DbError, Result, now_ms};
 use crate::sql_params;
@@ -47,16 +47,16 @@ struct Cursor {
 #[derive(Default)]
 struct Order {
     /// The last `seq` published, per user seen since start.
-    published: HashMap<String, u64>,
+    published: HashMap<Arc<str>, u64>,
     /// Changes that arrived before an earlier `seq` of the same user.
-    held: HashMap<String, BTreeMap<u64, Change>>,
+    held: HashMap<Arc<str>, BTreeMap<u64, Change>>,
 }
 
 impl Order {
     /// Publish `change` if it is the user's next, then whatever it unblocks; else hold it.
     /// Returns how many were published.
     fn offer(&mut self, hub: &Hub, change: Change, now: i64) -> usize {
-        let user = change.user_id.to_string();
+        let user = change.user_id.clone();
         // The first change seen of a user since start is taken as the next one: what came
         // before was committed before the pump started, and is served from the log.
         let last = *self.published.entry(user.clone()).or_insert(change.seq.saturating_sub(1));
@@ -192,12 +192,7 @@ fn pump(
         }
         if last_prune.elapsed() >= settings.prune_every {
             last_prune = Instant::now();
-            let cutoff = now_ms() - settings.retention.as_millis() as i64;
-            match ChangeLog::prune_sync(&mut client, cutoff, 50_000) {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(n, "pruned change log past retention"),
-                Err(e) => tracing::warn!(error = %e, "pruning the change log failed; will retry"),
-            }
+            prune(&mut client, settings);
         }
     }
 }

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tradewire_hub::Hub;
 
 use super::ChangeLog;
-use crate::db::sql::Lite;
+use crate::db::sql::{Lite, Sql};
 use crate::db::{Capture, Db, Result, now_ms};
 
 /// The poll interval while changes are flowing.
@@ -44,17 +44,31 @@ pub(crate) fn publish(hub: &Hub, change: tradewire_hub::Change, now: i64) {
     hub.publish(Arc::new(change));
 }
 
-/// Prune the log on a pooled connection when `every` has passed since `last`.
+/// Drop log rows past the retention window (at most 50,000 a round), logging the outcome.
+pub(crate) fn prune(conn: &mut dyn Sql, settings: &PumpSettings) {
+    let cutoff = now_ms() - settings.retention.as_millis() as i64;
+    match ChangeLog::prune_sync(conn, cutoff, 50_000) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(n, "pruned change log past retention"),
+        Err(e) => tracing::warn!(error = %e, "pruning the change log failed; will retry"),
+    }
+}
+
+/// [`prune`] on a pooled connection when `prune_every` has passed since `last`.
 pub(crate) async fn prune_if_due(db: &Db, settings: &PumpSettings, last: &mut Instant) {
     if last.elapsed() < settings.prune_every {
         return;
     }
     *last = Instant::now();
-    let cutoff = now_ms() - settings.retention.as_millis() as i64;
-    match db.read(move |c| ChangeLog::prune_sync(c, cutoff, 50_000)).await {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(n, "pruned change log past retention"),
-        Err(e) => tracing::warn!(error = %e, "pruning the change log failed; will retry"),
+    let settings = *settings;
+    let pruned = db
+        .read(move |c| {
+            prune(c, &settings);
+            Ok(())
+        })
+        .await;
+    if let Err(e) = pruned {
+        tracing::warn!(error = %e, "pruning the change log failed; will retry");
     }
 }
 

@@ -43,6 +43,8 @@ pub enum DbError {
     Catalog { table: String, reason: String },
     #[error("PostgreSQL set-up: {0}")]
     Setup(String),
+    #[error("logical replication: {0}")]
+    Replication(String),
     #[error("unreadable value: {0}")]
     Decode(String),
     #[error("database task panicked or was cancelled")]
