@@ -302,25 +302,40 @@ impl Session {
                 out.send(Out::Frame(subscribed)).await?;
                 sub.after = pos.seq;
                 let user = self.user_id.clone();
+                // The highest `seq` taken off the queue (and served to the other
+                // subscriptions) while this one replays: the replay must reach it before
+                // the subscription joins the live stream, or those changes would be lost
+                // to it.
+                let mut drained = 0;
                 loop {
                     // While the batch is read, live changes keep arriving: serve them to the
                     // other subscriptions meanwhile, so a burst does not overflow the queue
-                    // of a replaying session. This subscription reads every one of them from
-                    // the log anyway (queued means committed, so it is at or below the log's
-                    // end that the last replay batch reaches).
+                    // of a replaying session. This subscription reads each of them from the
+                    // log (queued means committed, so a read started after it was dequeued
+                    // returns it).
                     let read = log.read_after(&user, sub.after, REPLAY_BATCH);
                     tokio::pin!(read);
                     let batch = loop {
                         tokio::select! {
                             biased;
                             batch = &mut read => break batch.map_err(db_failed)?,
-                            Some(change) = self.rx.recv() => self.deliver(&change, out).await?,
+                            Some(change) = self.rx.recv() => {
+                                drained = drained.max(change.seq);
+                                self.deliver(&change, out).await?;
+                            }
                         }
                     };
                     if batch.first().is_some_and(|c| c.seq != sub.after + 1) {
                         // Pruned while we replayed: never skip silently.
                         out.send(resync(Resync::HistoryExpired)).await?;
                         return Ok(Ok(()));
+                    }
+                    if batch.is_empty() && drained > sub.after {
+                        tracing::error!(
+                            user = %user, after = sub.after, drained,
+                            "a published change is missing from the log; closing the session"
+                        );
+                        return Err(Stop::Gone);
                     }
                     let full = batch.len() == REPLAY_BATCH;
                     for change in &batch {
@@ -330,10 +345,11 @@ impl Session {
                         sub.after = change.seq;
                         // Keep the queue moving between replayed events too (see above).
                         while let Some(live) = self.rx.try_recv() {
+                            drained = drained.max(live.seq);
                             self.deliver(&live, out).await?;
                         }
                     }
-                    if !full {
+                    if !full && sub.after >= drained {
                         break;
                     }
                 }

@@ -3,7 +3,8 @@
 use serde_json::json;
 use tradewire_protocol::ServerFrame;
 
-use crate::helpers::{Closed, spawn_app};
+use crate::backend::TestSql;
+use crate::helpers::{Closed, insert_signal, spawn_app};
 #[allow(unused_imports)]
 use tradewire_server::db::Sql;
 
@@ -140,4 +141,38 @@ async fn a_long_replay_racing_a_burst_of_live_changes_loses_nothing_and_is_not_c
     }
     assert_eq!(app.head("alice").await, head);
     assert_eq!(app.state.hub.stats().overflows, 0, "the replaying session was never cut off");
+}
+
+/// Live commits that land while a replay is being read (each its own transaction, so some
+/// commit after a replay batch was read and are published while the session is still
+/// replaying) reach the resuming subscription exactly once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_commits_racing_a_replay_are_each_delivered_once() {
+    let app = spawn_app().await;
+    for round in 0..4 {
+        let mut ws = app.ws("alice").await;
+        let (pos, _) = ws.subscribe_snapshot("s1", json!(["*"])).await;
+        drop(ws);
+        app.insert_signals("alice", 1500, "while away");
+
+        let mut ws = app.ws("alice").await;
+        let target = app.target();
+        let writer = std::thread::spawn(move || {
+            let mut c = TestSql::open(&target);
+            for _ in 0..400 {
+                insert_signal(&mut c, "alice", "live during the replay");
+            }
+        });
+        ws.send_json(json!({"op": "subscribe", "id": "s1", "topics": ["*"], "from": pos})).await;
+        assert!(matches!(ws.frame().await, ServerFrame::Subscribed { .. }));
+        tokio::task::spawn_blocking(move || writer.join().expect("writer")).await.unwrap();
+        let head = app.head("alice").await;
+        assert_eq!(head, pos.seq + 1900);
+        let mut last = pos.seq;
+        while last < head {
+            let ev = ws.event().await;
+            assert_eq!(ev.seq, last + 1, "round {round}: contiguous, nothing lost or doubled");
+            last = ev.seq;
+        }
+    }
 }
