@@ -27,7 +27,7 @@ use tradewire_hub::{Change, Hub};
 
 use super::log::{LOG_COLUMNS, log_row, to_change};
 use super::pump::{PumpSettings, prune, publish};
-use crate::db::sql::Sql;
+use crate::db::sql::{Cell, Sql};
 use crate::db::{Db, DbError, Result, now_ms};
 use crate::sql_params;
 
@@ -57,9 +57,8 @@ impl Order {
     /// Returns how many were published.
     fn offer(&mut self, hub: &Hub, change: Change, now: i64) -> usize {
         let user = change.user_id.clone();
-        // The first change seen of a user since start is taken as the next one: what came
-        // before was committed before the pump started, and is served from the log.
-        let last = *self.published.entry(user.clone()).or_insert(change.seq.saturating_sub(1));
+        // A user without a counter when the pump started begins at 1 (see `start`).
+        let last = *self.published.entry(user.clone()).or_insert(0);
         if change.seq <= last {
             return 0;
         }
@@ -93,6 +92,26 @@ fn fence(client: &mut postgres::Client) -> Result<String> {
     client
         .text("SELECT pg_snapshot_xmin(pg_current_snapshot())::text", &[])?
         .ok_or_else(|| DbError::Decode("no snapshot xmin".into()))
+}
+
+/// The first fence, and each user's counter in the same snapshot: every change up to that
+/// counter was committed before the pump started (its subscribers read it from the log);
+/// every later one is published, in `seq` order. (Taking a user's first change seen as the
+/// next one would drop an earlier `seq` that lands in a later window.)
+fn start(client: &mut postgres::Client, order: &mut Order) -> Result<String> {
+    client.batch("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
+    let result = (|| {
+        let from = fence(client)?;
+        for r in Sql::query(client, "SELECT user_id, seq FROM tw_user_seq", &[])? {
+            let [user, seq]: [Cell; 2] =
+                r.try_into().map_err(|_| DbError::Decode("a counter row has 2 columns".into()))?;
+            let user: Arc<str> = Arc::from(user.into_text().unwrap_or_default());
+            order.published.insert(user, seq.int().max(0) as u64);
+        }
+        Ok(from)
+    })();
+    client.batch("COMMIT")?;
+    result
 }
 
 /// Run the outbox pump until `stop`; then publish what is committed and return.
@@ -146,7 +165,7 @@ fn pump(
     let epoch = db.epoch().clone();
     let mut from = match cursor.from.take() {
         Some(f) => f,
-        None => fence(&mut client)?,
+        None => start(&mut client, &mut cursor.order)?,
     };
     cursor.from = Some(from.clone());
     let order = &mut cursor.order;

@@ -89,7 +89,9 @@ async fn start(config: Config, dir: PathBuf) -> TestApp {
     let app = TestApp {
         addr,
         state,
-        http: reqwest::Client::new(),
+        // No request waits forever: a read that stalls for the deadline fails the test
+        // (SSE streams carry a heartbeat every second, so they never stall that long).
+        http: reqwest::Client::builder().read_timeout(DEADLINE).connect_timeout(DEADLINE).build().unwrap(),
         config,
         dir,
         _tmp: None,
@@ -354,11 +356,14 @@ impl Ws {
 
     /// The next server frame (skipping heartbeats), or panic after the deadline.
     pub async fn frame(&mut self) -> ServerFrame {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
         loop {
             let f = self.any_frame().await;
             if !matches!(f, ServerFrame::Heartbeat { .. }) {
                 return f;
             }
+            // Heartbeats alone never satisfy a wait.
+            assert!(tokio::time::Instant::now() < deadline, "only heartbeats for {DEADLINE:?}; last {f:?}");
         }
     }
 

@@ -88,7 +88,9 @@ async fn alice_never_receives_bobs_rows_over_websocket_whatever_she_asks_for() {
     let fence_seq = app.head("alice").await;
     for ws in &mut clients {
         // Read until the position reaches the fence (heartbeats carry it for filtered subs).
+        let deadline = tokio::time::Instant::now() + crate::helpers::DEADLINE;
         loop {
+            assert!(tokio::time::Instant::now() < deadline, "the fence {fence_seq} was not reached in time");
             match ws.any_frame().await {
                 ServerFrame::Event(ev) => {
                     assert_alice_only(

@@ -119,11 +119,21 @@ impl SseStream {
     /// The next event that is not a heartbeat (nor a `subscribed` acknowledgement, which the
     /// contract does not have; `a_fresh_stream_begins_with_the_snapshot_event` checks that).
     async fn next(&mut self) -> SseEvent {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        let mut skipped = Vec::new();
         loop {
             let ev = self.next_any().await.expect("the stream stays open");
             if ev.event != "heartbeat" && ev.event != "subscribed" {
                 return ev;
             }
+            // Heartbeats alone never satisfy a wait: give up after the deadline, showing
+            // the positions they carried.
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no event within the deadline; heartbeats seen: {:?}",
+                skipped
+            );
+            skipped.push(ev.id);
         }
     }
 
@@ -155,8 +165,10 @@ impl SseStream {
     /// Read until the stream has reached `seq` (a change at or past it, or a heartbeat whose
     /// id is), returning the changes seen on the way.
     async fn read_to(&mut self, seq: u64) -> Vec<Value> {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
         let mut changes = Vec::new();
         loop {
+            assert!(tokio::time::Instant::now() < deadline, "seq {seq} not reached within the deadline");
             let ev = self.next_any().await.expect("the stream stays open");
             if ev.is_change() {
                 let data = ev.json();
@@ -516,7 +528,9 @@ async fn a_where_filter_carries_only_matching_rows_and_heartbeats_advance_the_re
     place(&app, "alice", "btc-3", "BTCUSDT").await;
     signal(&app, "alice", "tail");
     let head = app.head("alice").await;
+    let deadline = tokio::time::Instant::now() + crate::helpers::DEADLINE;
     let hb = loop {
+        assert!(tokio::time::Instant::now() < deadline, "no heartbeat at the head {head} in time");
         let ev = s.next_any().await.expect("the stream stays open");
         assert!(!ev.is_change(), "only ETHUSDT orders match: {ev:?}");
         if ev.event == "heartbeat" && ev.id_seq() >= head {
