@@ -215,3 +215,46 @@ fn pump(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tradewire_hub::QueueLimits;
+    use tradewire_protocol::ChangeOp;
+
+    use super::*;
+
+    fn change(user: &str, seq: u64) -> Change {
+        Change::new(user.into(), "e1".into(), seq, "signals".into(), ChangeOp::Insert, vec![], 0, None, None)
+    }
+
+    fn received(rx: &mut tradewire_hub::QueueReceiver) -> Vec<u64> {
+        std::iter::from_fn(|| rx.try_recv()).map(|c| c.seq).collect()
+    }
+
+    #[test]
+    fn a_change_ahead_of_its_user_is_held_until_the_gap_fills() {
+        let hub = Hub::new(QueueLimits::default());
+        let (_reg, mut rx) = hub.register("u1");
+        let mut order = Order::default();
+        assert_eq!(order.offer(&hub, change("u1", 1), 0), 1);
+        assert_eq!(order.offer(&hub, change("u1", 3), 0), 0, "2 is not published yet");
+        assert_eq!(order.holding(), 1);
+        assert_eq!(order.offer(&hub, change("u1", 2), 0), 2, "2 releases 3");
+        assert_eq!(order.offer(&hub, change("u1", 2), 0), 0, "seen twice: published once");
+        assert_eq!((received(&mut rx), order.holding()), (vec![1, 2, 3], 0));
+    }
+
+    #[test]
+    fn the_counter_at_start_decides_what_comes_next_not_the_first_change_seen() {
+        let hub = Hub::new(QueueLimits::default());
+        let (_reg, mut rx) = hub.register("u1");
+        let mut order = Order::default();
+        // At the pump's start u1's counter stood at 4; 6 arrives in an earlier window than 5.
+        order.published.insert("u1".into(), 4);
+        assert_eq!(order.offer(&hub, change("u1", 6), 0), 0);
+        assert_eq!(order.offer(&hub, change("u1", 5), 0), 2);
+        // Changes committed before the start are the log's to serve.
+        assert_eq!(order.offer(&hub, change("u1", 3), 0), 0);
+        assert_eq!(received(&mut rx), vec![5, 6]);
+    }
+}
