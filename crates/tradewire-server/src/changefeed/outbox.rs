@@ -193,10 +193,11 @@ fn pump(
                 sql_params![from.as_str(), to.as_str()],
             )?;
             let now = now_ms();
-            let mut n = 0;
+            let (seen, mut n) = (rows.len(), 0);
             for r in rows {
                 n += order.offer(hub, to_change(&epoch, log_row(r)?)?, now);
             }
+            tracing::debug!(%from, %to, seen, published = n, held = order.holding(), "outbox window");
             if n > 0 {
                 last_change = Instant::now();
                 metrics::counter!("tradewire_changes_captured_total").increment(n as u64);
