@@ -9,6 +9,13 @@ use tradewire_client::{Options, Subscriber, Update};
 use tradewire_server::config::{CaptureMode, Config, LogFormat, Overrides};
 use tradewire_server::{Server, telemetry};
 
+/// jemalloc rather than glibc malloc: database work runs on tokio's blocking pool, and glibc
+/// kept what those threads freed in per-thread arenas, so a long run's resident memory crept
+/// up while the live heap stayed flat (heaptrack); jemalloc returns freed pages to the OS.
+/// The soak and idle figures are in docs/BENCHMARKS.md.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "tradewire", version, about = "Live, gap-free streams of a trading database")]
 struct Cli {
