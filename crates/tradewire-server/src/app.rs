@@ -140,6 +140,8 @@ impl Server {
     pub async fn serve(mut self, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
         let state = self.state.clone();
         let addr: SocketAddr = listener.local_addr()?;
+        // Before the first connection is accepted (see `pump::Start`).
+        let start = pump::start(&state.db).await?;
         let pump_stop = CancellationToken::new();
         let pump = {
             let (db, hub, settings, stop) =
@@ -147,7 +149,7 @@ impl Server {
             let state = state.clone();
             tokio::spawn(async move {
                 state.pump_running.store(true, Ordering::Relaxed);
-                let r = pump::run(db, hub, settings, stop).await;
+                let r = pump::run(start, db, hub, settings, stop).await;
                 state.pump_running.store(false, Ordering::Relaxed);
                 if let Err(e) = &r {
                     tracing::error!(error = %e, "pump stopped");

@@ -35,12 +35,43 @@ use crate::sql_params;
 const BUSY_POLL: Duration = Duration::from_millis(1);
 const BUSY_FOR: Duration = Duration::from_secs(1);
 
-/// Where the pump is: kept across reconnects, so a broken connection skips nothing.
-#[derive(Default)]
-struct Cursor {
-    /// The fence the next window starts at (`None` before the first connection).
-    from: Option<String>,
+/// Where the pump is: taken before the server accepts connections and kept across
+/// reconnects, so neither a late start nor a broken connection skips anything.
+pub struct Cursor {
+    /// The fence the next window starts at.
+    from: String,
     order: Order,
+}
+
+impl Cursor {
+    /// The first fence, and each user's counter in the same snapshot: every change up to
+    /// that counter was committed before the pump started (its subscribers read it from the
+    /// log); every later one is published, in `seq` order. (Taking a user's first change
+    /// seen as the next one would drop an earlier `seq` that lands in a later window.)
+    pub async fn start(db: &Db) -> Result<Self> {
+        let db = db.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut client = db.pg_client()?;
+            client.batch("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
+            let mut order = Order::default();
+            let result = (|| -> Result<String> {
+                let from = fence(&mut client)?;
+                for r in Sql::query(&mut client, "SELECT user_id, seq FROM tw_user_seq", &[])? {
+                    let [user, seq]: [Cell; 2] =
+                        r.try_into().map_err(|_| DbError::Decode("a counter row has 2 columns".into()))?;
+                    let user: Arc<str> = Arc::from(user.into_text().unwrap_or_default());
+                    order.published.insert(user, seq.int().max(0) as u64);
+                }
+                Ok(from)
+            })();
+            client.batch("COMMIT")?;
+            let from = result?;
+            tracing::info!(fence = %from, users = order.published.len(), "outbox pump starts");
+            Ok(Self { from, order })
+        })
+        .await
+        .map_err(|_| DbError::Join)?
+    }
 }
 
 /// Per-user ordering state.
@@ -94,34 +125,19 @@ fn fence(client: &mut postgres::Client) -> Result<String> {
         .ok_or_else(|| DbError::Decode("no snapshot xmin".into()))
 }
 
-/// The first fence, and each user's counter in the same snapshot: every change up to that
-/// counter was committed before the pump started (its subscribers read it from the log);
-/// every later one is published, in `seq` order. (Taking a user's first change seen as the
-/// next one would drop an earlier `seq` that lands in a later window.)
-fn start(client: &mut postgres::Client, order: &mut Order) -> Result<String> {
-    client.batch("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
-    let result = (|| {
-        let from = fence(client)?;
-        for r in Sql::query(client, "SELECT user_id, seq FROM tw_user_seq", &[])? {
-            let [user, seq]: [Cell; 2] =
-                r.try_into().map_err(|_| DbError::Decode("a counter row has 2 columns".into()))?;
-            let user: Arc<str> = Arc::from(user.into_text().unwrap_or_default());
-            order.published.insert(user, seq.int().max(0) as u64);
-        }
-        Ok(from)
-    })();
-    client.batch("COMMIT")?;
-    result
-}
-
 /// Run the outbox pump until `stop`; then publish what is committed and return.
 ///
 /// The pump blocks on its connection (waiting for notifications), so it runs on a thread of
 /// its own, not on the blocking pool: a runtime shutting down does not wait for it. It also
 /// ends by itself when this future is dropped.
-pub async fn run(db: Db, hub: Hub, settings: PumpSettings, stop: CancellationToken) -> Result<()> {
+pub async fn run(
+    mut cursor: Cursor,
+    db: Db,
+    hub: Hub,
+    settings: PumpSettings,
+    stop: CancellationToken,
+) -> Result<()> {
     let alive = std::sync::Arc::new(());
-    let mut cursor = Cursor::default();
     loop {
         let (db2, hub2, stop2, owner) =
             (db.clone(), hub.clone(), stop.clone(), std::sync::Arc::downgrade(&alive));
@@ -163,14 +179,10 @@ fn pump(
     let mut client = db.pg_client()?;
     client.batch_execute("LISTEN tw_changes")?;
     let epoch = db.epoch().clone();
-    let mut from = match cursor.from.take() {
-        Some(f) => f,
-        None => start(&mut client, &mut cursor.order)?,
-    };
-    cursor.from = Some(from.clone());
+    let mut from = cursor.from.clone();
     let order = &mut cursor.order;
     let mut last_change = Instant::now() - BUSY_FOR;
-    tracing::info!(fence = %from, "outbox pump started");
+    tracing::info!(fence = %from, "outbox pump connected");
     loop {
         if owner.strong_count() == 0 {
             return Ok(());
@@ -203,7 +215,7 @@ fn pump(
                 metrics::counter!("tradewire_changes_captured_total").increment(n as u64);
             }
             from = to;
-            cursor.from = Some(from.clone());
+            cursor.from.clone_from(&from);
         }
         metrics::gauge!("tradewire_outbox_held_changes").set(order.holding() as f64);
         if stopping {

@@ -27,14 +27,43 @@ pub struct PumpSettings {
     pub batch: usize,
 }
 
-/// Run the changefeed of the database's capture mode until `stop` is cancelled; then
-/// publish what is already committed and return (the "let the pump finish its batch" step
-/// of shutdown).
-pub async fn run(db: Db, hub: Hub, settings: PumpSettings, stop: CancellationToken) -> Result<()> {
-    match db.capture() {
-        Capture::SqliteTriggers => run_sqlite(db, hub, settings, stop).await,
-        Capture::Outbox => super::outbox::run(db, hub, settings, stop).await,
-        Capture::Logical { .. } => super::logical::run(db, hub, settings, stop).await,
+/// Where the pump starts publishing. It is fixed before the server accepts its first
+/// connection: a session registers with the hub and then reads the database, so every
+/// change committed after that read must come from the pump. A starting point taken later
+/// (when the pump's task first runs, or after its first connection failed) would leave
+/// the changes committed in between to no one.
+pub enum Start {
+    /// The newest change-log id: later rows are published.
+    Sqlite { last_id: i64 },
+    /// The first fence and every user's counter (see `outbox`).
+    Outbox(super::outbox::Cursor),
+    /// Logical capture starts from its slot's persisted position, which is durable.
+    Logical,
+}
+
+/// Fix the pump's starting point (see [`Start`]).
+pub async fn start(db: &Db) -> Result<Start> {
+    Ok(match db.capture() {
+        Capture::SqliteTriggers => Start::Sqlite { last_id: db.read(ChangeLog::last_id_sync).await? },
+        Capture::Outbox => Start::Outbox(super::outbox::Cursor::start(db).await?),
+        Capture::Logical { .. } => Start::Logical,
+    })
+}
+
+/// Run the changefeed of the database's capture mode from `start` until `stop` is
+/// cancelled; then publish what is already committed and return (the "let the pump finish
+/// its batch" step of shutdown).
+pub async fn run(
+    start: Start,
+    db: Db,
+    hub: Hub,
+    settings: PumpSettings,
+    stop: CancellationToken,
+) -> Result<()> {
+    match start {
+        Start::Sqlite { last_id } => run_sqlite(last_id, db, hub, settings, stop).await,
+        Start::Outbox(cursor) => super::outbox::run(cursor, db, hub, settings, stop).await,
+        Start::Logical => super::logical::run(db, hub, settings, stop).await,
     }
 }
 
@@ -72,17 +101,15 @@ pub(crate) async fn prune_if_due(db: &Db, settings: &PumpSettings, last: &mut In
     }
 }
 
-async fn run_sqlite(db: Db, hub: Hub, settings: PumpSettings, stop: CancellationToken) -> Result<()> {
+async fn run_sqlite(
+    mut cursor: i64,
+    db: Db,
+    hub: Hub,
+    settings: PumpSettings,
+    stop: CancellationToken,
+) -> Result<()> {
     let conn = Arc::new(std::sync::Mutex::new(db.sqlite_connection()?));
     let epoch = db.epoch().clone();
-    let mut cursor = {
-        let conn = conn.clone();
-        tokio::task::spawn_blocking(move || {
-            ChangeLog::last_id_sync(&mut Lite(&conn.lock().unwrap_or_else(|p| p.into_inner())))
-        })
-        .await
-        .map_err(|_| crate::db::DbError::Join)??
-    };
     tracing::info!(cursor, "pump started");
     let mut last_prune = Instant::now() - settings.prune_every;
     let mut last_change = Instant::now() - BUSY_FOR;
