@@ -16,6 +16,13 @@ use tradewire_server::{Server, telemetry};
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// jemalloc's bytes allocated and resident, for `/metrics`.
+fn jemalloc_stats() -> Option<(u64, u64)> {
+    use tikv_jemalloc_ctl::{epoch, stats};
+    epoch::advance().ok()?;
+    Some((stats::allocated::read().ok()? as u64, stats::resident::read().ok()? as u64))
+}
+
 #[derive(Debug, Parser)]
 #[command(name = "tradewire", version, about = "Live, gap-free streams of a trading database")]
 struct Cli {
@@ -94,6 +101,7 @@ fn config(cli: &Cli, overrides: Overrides) -> anyhow::Result<Config> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    telemetry::set_allocator_stats(jemalloc_stats);
     match &cli.command {
         Command::Serve { listen, no_demo, no_sim, json_logs, capture } => {
             let overrides = Overrides {
