@@ -22,25 +22,15 @@ pub(crate) struct RiskState {
 
 impl RiskState {
     /// Start watching from `equity` at `now_ms`. `fresh` rows have never been stored.
-    ///
-    /// A stored row written earlier the same UTC day carries the day on: the day's P&L and
-    /// the drawdown continue from its figures (taken at the equity the portfolio was stored
-    /// with), rather than starting again from zero at every restart.
     pub fn new(row: Risk, equity: Decimal, now_ms: i64, fresh: bool) -> Self {
         let emitted = (!fresh).then(|| row.clone());
-        let day = now_ms.div_euclid(DAY_MS);
-        let same_day = !fresh && row.updated_at.div_euclid(DAY_MS) == day;
-        let (day_start_equity, peak_equity) = if same_day {
-            let peak = if row.drawdown > Decimal::ZERO && row.drawdown < Decimal::ONE {
-                (equity / (Decimal::ONE - row.drawdown)).round_dp(8)
-            } else {
-                equity
-            };
-            (equity - row.daily_pnl, peak.max(equity))
-        } else {
-            (equity, equity)
-        };
-        RiskState { row, day, day_start_equity, peak_equity, emitted }
+        RiskState {
+            row,
+            day: now_ms.div_euclid(DAY_MS),
+            day_start_equity: equity,
+            peak_equity: equity,
+            emitted,
+        }
     }
 
     /// A default row: armed, limits 0 (disabled).
@@ -135,32 +125,6 @@ mod tests {
         // A new UTC day restarts the daily P&L.
         assert_eq!(r.evaluate(d(750), DAY_MS + 1), None);
         assert_eq!(r.row.daily_pnl, Decimal::ZERO);
-    }
-
-    #[test]
-    fn a_restart_on_the_same_day_keeps_the_days_pnl_and_drawdown() {
-        let mut row = RiskState::default_row("risk_p".into(), "u", "p", 0);
-        row.daily_loss_limit = d(100);
-        let mut r = RiskState::new(row, d(1000), 1_000, true);
-        r.evaluate(d(1100), 2_000);
-        r.evaluate(d(990), 3_000);
-        let stored = r.take_update(3_000).unwrap();
-        assert_eq!(stored.daily_pnl, d(-10));
-        assert_eq!(stored.drawdown, Decimal::new(1, 1));
-
-        // Restarted later that day at the stored equity: the figures go on from there.
-        let mut again = RiskState::new(stored.clone(), d(990), 60_000, false);
-        // The day started at 1000, so 890 is -110 today: over the limit; a restart does not
-        // forgive the day's losses.
-        assert_eq!(again.evaluate(d(890), 61_000), Some("daily_loss_limit"));
-        assert_eq!(again.row.daily_pnl, d(-110));
-        // The peak (1100) is kept too: (1100 - 890) / 1100.
-        assert_eq!(again.row.drawdown, Decimal::new(190909, 6));
-
-        // The next day starts from zero.
-        let mut next_day = RiskState::new(stored, d(990), DAY_MS + 5, false);
-        next_day.evaluate(d(990), DAY_MS + 6);
-        assert_eq!(next_day.row.daily_pnl, Decimal::ZERO);
     }
 
     #[test]
