@@ -6,7 +6,7 @@
 //! every change committed after a read is already in (or on its way to) its queue; changes
 //! both read and queued are told apart by `seq` and delivered once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
 
@@ -302,17 +302,16 @@ impl Session {
                 out.send(Out::Frame(subscribed)).await?;
                 sub.after = pos.seq;
                 let user = self.user_id.clone();
-                // The highest `seq` taken off the queue (and served to the other
-                // subscriptions) while this one replays: the replay must reach it before
-                // the subscription joins the live stream, or those changes would be lost
-                // to it.
-                let mut drained = 0;
+                // Live changes taken off the queue while this subscription replays are
+                // served to the session's other subscriptions at once, so a burst does not
+                // overflow a replaying session. This subscription must still get each of
+                // them: once the log is read to its end, those past it are handed over
+                // from memory (or, if there were too many to keep, the log is read again).
+                let mut taken = TakenOff::new();
                 loop {
-                    // While the batch is read, live changes keep arriving: serve them to the
-                    // other subscriptions meanwhile, so a burst does not overflow the queue
-                    // of a replaying session. This subscription reads each of them from the
-                    // log (queued means committed, so a read started after it was dequeued
-                    // returns it).
+                    // Taken off before this read began, so committed before it: the read
+                    // returns them unless they have expired.
+                    let owed = taken.newest;
                     let read = log.read_after(&user, sub.after, REPLAY_BATCH);
                     tokio::pin!(read);
                     let batch = loop {
@@ -320,22 +319,15 @@ impl Session {
                             biased;
                             batch = &mut read => break batch.map_err(db_failed)?,
                             Some(change) = self.rx.recv() => {
-                                drained = drained.max(change.seq);
+                                taken.note(&change);
                                 self.deliver(&change, out).await?;
                             }
                         }
                     };
-                    if batch.first().is_some_and(|c| c.seq != sub.after + 1) {
+                    if batch.first().map_or(owed > sub.after, |c| c.seq != sub.after + 1) {
                         // Pruned while we replayed: never skip silently.
                         out.send(resync(Resync::HistoryExpired)).await?;
                         return Ok(Ok(()));
-                    }
-                    if batch.is_empty() && drained > sub.after {
-                        tracing::error!(
-                            user = %user, after = sub.after, drained,
-                            "a published change is missing from the log; closing the session"
-                        );
-                        return Err(Stop::Gone);
                     }
                     let full = batch.len() == REPLAY_BATCH;
                     for change in &batch {
@@ -343,15 +335,27 @@ impl Session {
                             out.send(Out::Event { sub: id, change }).await?;
                         }
                         sub.after = change.seq;
-                        // Keep the queue moving between replayed events too (see above).
+                        // Keep the queue moving between replayed events too.
                         while let Some(live) = self.rx.try_recv() {
-                            drained = drained.max(live.seq);
+                            taken.note(&live);
                             self.deliver(&live, out).await?;
                         }
                     }
-                    if !full && sub.after >= drained {
+                    if full {
+                        continue;
+                    }
+                    // The log is read to its end: hand over what was taken off since, in
+                    // order, when all of it was kept; otherwise read again.
+                    for change in taken.after(sub.after) {
+                        if sub.wants(&change) {
+                            out.send(Out::Event { sub: id, change: &change }).await?;
+                        }
+                        sub.after = change.seq;
+                    }
+                    if sub.after >= taken.newest {
                         break;
                     }
+                    taken.reset();
                 }
             }
         }
@@ -414,9 +418,109 @@ impl Drop for Session {
     }
 }
 
+/// Live changes taken off a session's queue while one of its subscriptions replays
+/// (see [`Session::subscribe`]): the newest `seq`, and the changes themselves up to a
+/// bound.
+struct TakenOff {
+    newest: u64,
+    kept: VecDeque<Arc<Change>>,
+    /// Every change taken off since the last reset is in `kept`.
+    complete: bool,
+}
+
+impl TakenOff {
+    fn new() -> Self {
+        Self { newest: 0, kept: VecDeque::new(), complete: true }
+    }
+
+    fn note(&mut self, change: &Arc<Change>) {
+        self.newest = self.newest.max(change.seq);
+        if self.complete && self.kept.len() < REPLAY_BATCH {
+            self.kept.push_back(change.clone());
+        } else {
+            self.complete = false;
+        }
+    }
+
+    /// The kept changes right after `after`, contiguous, when none was left out; they
+    /// are handed over once. Otherwise nothing (the caller reads the log again).
+    fn after(&mut self, after: u64) -> Vec<Arc<Change>> {
+        while self.kept.front().is_some_and(|c| c.seq <= after) {
+            self.kept.pop_front();
+        }
+        if !self.complete {
+            return Vec::new();
+        }
+        let mut next = after + 1;
+        let mut out = Vec::new();
+        while let Some(c) = self.kept.pop_front() {
+            if c.seq != next {
+                break;
+            }
+            next += 1;
+            out.push(c);
+        }
+        out
+    }
+
+    fn reset(&mut self) {
+        self.kept.clear();
+        self.complete = true;
+    }
+}
+
 /// A database failure while serving a request: logged; the transport is told to stop
 /// (the client reconnects and resumes; nothing is skipped).
 fn db_failed(e: DbError) -> Stop {
     tracing::error!(error = %e, "database error while serving a subscription");
     Stop::Gone
+}
+
+#[cfg(test)]
+mod tests {
+    use tradewire_protocol::ChangeOp;
+
+    use super::*;
+
+    fn change(seq: u64) -> Arc<Change> {
+        Arc::new(Change::new(
+            "u1".into(),
+            "e1".into(),
+            seq,
+            "signals".into(),
+            ChangeOp::Insert,
+            vec![],
+            0,
+            None,
+            None,
+        ))
+    }
+
+    fn seqs(v: Vec<Arc<Change>>) -> Vec<u64> {
+        v.iter().map(|c| c.seq).collect()
+    }
+
+    #[test]
+    fn changes_taken_off_during_a_replay_are_handed_over_past_what_the_log_gave() {
+        let mut taken = TakenOff::new();
+        for seq in 5..=9 {
+            taken.note(&change(seq));
+        }
+        // The log reached 6: 7, 8 and 9 come from memory, once.
+        assert_eq!(seqs(taken.after(6)), vec![7, 8, 9]);
+        assert_eq!(taken.newest, 9);
+        assert!(taken.after(9).is_empty());
+    }
+
+    #[test]
+    fn too_many_to_keep_means_reading_the_log_again() {
+        let mut taken = TakenOff::new();
+        for seq in 1..=(REPLAY_BATCH as u64 + 1) {
+            taken.note(&change(seq));
+        }
+        assert!(taken.after(0).is_empty(), "incomplete: nothing is handed over");
+        taken.reset();
+        taken.note(&change(REPLAY_BATCH as u64 + 2));
+        assert_eq!(seqs(taken.after(REPLAY_BATCH as u64 + 1)), vec![REPLAY_BATCH as u64 + 2]);
+    }
 }

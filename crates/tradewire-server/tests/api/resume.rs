@@ -145,7 +145,8 @@ async fn a_long_replay_racing_a_burst_of_live_changes_loses_nothing_and_is_not_c
 
 /// Live commits that land while a replay is being read (each its own transaction, so some
 /// commit after a replay batch was read and are published while the session is still
-/// replaying) reach the resuming subscription exactly once, in order.
+/// replaying) reach the resuming subscription exactly once, in order — and the session's
+/// other subscription, live all along, gets each of them once too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn single_commits_racing_a_replay_are_each_delivered_once() {
     let app = spawn_app().await;
@@ -156,6 +157,7 @@ async fn single_commits_racing_a_replay_are_each_delivered_once() {
         app.insert_signals("alice", 1500, "while away");
 
         let mut ws = app.ws("alice").await;
+        let (live_from, _) = ws.subscribe_snapshot("live", json!(["*"])).await;
         let target = app.target();
         let writer = std::thread::spawn(move || {
             let mut c = TestSql::open(&target);
@@ -168,11 +170,16 @@ async fn single_commits_racing_a_replay_are_each_delivered_once() {
         tokio::task::spawn_blocking(move || writer.join().expect("writer")).await.unwrap();
         let head = app.head("alice").await;
         assert_eq!(head, pos.seq + 1900);
-        let mut last = pos.seq;
-        while last < head {
+        let (mut replayed, mut live) = (pos.seq, live_from.seq);
+        while replayed < head || live < head {
             let ev = ws.event().await;
-            assert_eq!(ev.seq, last + 1, "round {round}: contiguous, nothing lost or doubled");
-            last = ev.seq;
+            let last = match ev.id.as_deref() {
+                Some("s1") => &mut replayed,
+                Some("live") => &mut live,
+                other => panic!("an event for {other:?}"),
+            };
+            assert_eq!(ev.seq, *last + 1, "round {round}, {:?}: contiguous, nothing lost or doubled", ev.id);
+            *last = ev.seq;
         }
     }
 }
