@@ -131,6 +131,12 @@ fn ensure_users(db: &rusqlite::Connection, n: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The server's token secret, from its data directory.
+fn jwt_secret(cli: &Cli) -> anyhow::Result<Vec<u8>> {
+    let text = std::fs::read_to_string(cli.data_dir.join("jwt.secret")).context("reading jwt.secret")?;
+    Ok(text.trim().as_bytes().to_vec())
+}
+
 fn mint(secret: &[u8], i: usize) -> anyhow::Result<String> {
     let iat = (now_micros() / 1_000_000) as i64;
     let claims =
@@ -370,7 +376,7 @@ async fn latency(
     batch: u64,
     synchronous_commit: &str,
 ) -> anyhow::Result<()> {
-    let secret = std::fs::read_to_string(cli.data_dir.join("jwt.secret")).context("reading jwt.secret")?;
+    let secret = jwt_secret(cli)?;
     let mut db = tokio::task::block_in_place(|| -> anyhow::Result<Store> {
         let mut db = Store::open(cli, synchronous_commit)?;
         db.ensure_users(clients)?;
@@ -382,7 +388,7 @@ async fn latency(
     let received = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for i in 0..clients {
-        let ws = connect(&ws_url, &mint(secret.trim().as_bytes(), i)?, json!(["signals", "orders"])).await?;
+        let ws = connect(&ws_url, &mint(&secret, i)?, json!(["signals", "orders"])).await?;
         let (tx, received) = (tx.clone(), received.clone());
         tasks.push(tokio::spawn(async move {
             let (_, mut read) = ws.split();
@@ -413,8 +419,7 @@ async fn latency(
     let writer = match writer_kind {
         Writer::Db => tokio::task::spawn_blocking(move || db_writer(&mut db, clients, rate, total, batch)),
         Writer::Api => {
-            let tokens =
-                (0..clients).map(|i| mint(secret.trim().as_bytes(), i)).collect::<Result<Vec<_>, _>>()?;
+            let tokens = (0..clients).map(|i| mint(&secret, i)).collect::<Result<Vec<_>, _>>()?;
             let url = format!("{}/v1/orders", cli.url);
             tokio::spawn(api_writer(url, tokens, rate, total))
         }
@@ -469,12 +474,12 @@ async fn latency(
 }
 
 async fn catchup(cli: &Cli, changes: u64) -> anyhow::Result<()> {
-    let secret = std::fs::read_to_string(cli.data_dir.join("jwt.secret")).context("reading jwt.secret")?;
+    let secret = jwt_secret(cli)?;
     let db = rusqlite::Connection::open(cli.data_dir.join("tradewire.db"))?;
     db.busy_timeout(Duration::from_secs(5))?;
     ensure_users(&db, 1)?;
     let ws_url = format!("{}/v1/ws", cli.url.replacen("http", "ws", 1));
-    let token = mint(secret.trim().as_bytes(), 0)?;
+    let token = mint(&secret, 0)?;
 
     // Where the client stands when it goes offline: the head of its stream.
     let head = |db: &rusqlite::Connection| -> anyhow::Result<u64> {
@@ -582,11 +587,11 @@ impl MsBuckets {
 }
 
 async fn fanout(cli: &Cli, clients: usize, topic: &str, seconds: u64) -> anyhow::Result<()> {
-    let secret = std::fs::read_to_string(cli.data_dir.join("jwt.secret")).context("reading jwt.secret")?;
+    let secret = jwt_secret(cli)?;
     let db = rusqlite::Connection::open(cli.data_dir.join("tradewire.db"))?;
     ensure_users(&db, clients)?;
     let ws_url = format!("{}/v1/ws", cli.url.replacen("http", "ws", 1));
-    let sockets = connect_many_raw(&ws_url, secret.trim().as_bytes(), clients, topic).await?;
+    let sockets = connect_many_raw(&ws_url, &secret, clients, topic).await?;
     let latencies = Arc::new(MsBuckets::new());
     let measuring = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let readers: Vec<_> = sockets
@@ -649,12 +654,12 @@ fn rss_kib(pid: u32) -> anyhow::Result<u64> {
 }
 
 async fn idle(cli: &Cli, clients: usize, pid: u32, hold: u64) -> anyhow::Result<()> {
-    let secret = std::fs::read_to_string(cli.data_dir.join("jwt.secret")).context("reading jwt.secret")?;
+    let secret = jwt_secret(cli)?;
     let db = rusqlite::Connection::open(cli.data_dir.join("tradewire.db"))?;
     ensure_users(&db, clients)?;
     let ws_url = format!("{}/v1/ws", cli.url.replacen("http", "ws", 1));
     let before = rss_kib(pid)?;
-    let held = connect_many(&ws_url, secret.trim().as_bytes(), clients, json!(["*"])).await?;
+    let held = connect_many(&ws_url, &secret, clients, json!(["*"])).await?;
     // Keep reading so heartbeats flow as they would to a live client.
     let readers: Vec<_> =
         held.into_iter().map(|ws| tokio::spawn(async move { ws.for_each(|_| async {}).await })).collect();

@@ -446,8 +446,8 @@ fn human_bytes(b: f64) -> String {
 }
 
 pub async fn run(cli: &Cli, a: PollingArgs) -> anyhow::Result<()> {
-    let secret = std::fs::read_to_string(cli.data_dir.join("jwt.secret")).context("reading jwt.secret")?;
-    let secret = secret.trim().as_bytes();
+    let secret = crate::jwt_secret(cli)?;
+    let secret = secret.as_slice();
     {
         let db = rusqlite::Connection::open(cli.data_dir.join("tradewire.db"))?;
         db.busy_timeout(Duration::from_secs(10))?;
