@@ -72,11 +72,6 @@ impl Filter {
         self.clauses.iter().map(|c| c.column.as_str())
     }
 
-    /// Each column with the values it may equal (for building SQL).
-    pub fn clauses(&self) -> impl Iterator<Item = (&str, &[Value])> {
-        self.clauses.iter().map(|c| (c.column.as_str(), c.values.as_slice()))
-    }
-
     /// Does `row` pass? A row without one of the filter's columns does not.
     pub fn matches(&self, row: &Row) -> bool {
         self.clauses

@@ -12,13 +12,13 @@
 mod change;
 mod filter;
 mod hub;
-mod market;
+mod market_bus;
 mod queue;
 mod subscription;
 
 pub use change::Change;
 pub use filter::{Filter, FilterError};
 pub use hub::{Hub, HubStats, Registration};
-pub use market::{Inbox, MarketBus, MarketKind, MarketMessage, MarketSubscription};
+pub use market_bus::{Inbox, MarketBus, MarketKind, MarketMessage, MarketSubscription};
 pub use queue::{Overflow, QueueLimits, QueueReceiver, QueueSender, queue};
 pub use subscription::{Subscription, SubscriptionSet, TopicSet};

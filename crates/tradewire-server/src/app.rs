@@ -1,90 +1,55 @@
-//! The application: shared state, the router, and `serve` with its fixed drain order.
+//! The application assembly: reads the [`Config`] once, builds every part with its own
+//! settings, wires the router, and owns start-up and the fixed drain order of shutdown.
+//!
+//! Start-up: open the database (migrations, catalog) → install capture → seed → build the
+//! shared services. Serving: fix the pump's starting point, start the pump and the
+//! simulator, accept connections. Shutdown: stop accepting → stop the simulator → the pump
+//! publishes what is committed → sessions close with 1001 → the database closes.
 
 use std::net::SocketAddr;
-use std::ops::Deref;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use axum::Router;
-use axum::routing::get;
-use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tower_http::trace::TraceLayer;
 use tradewire_hub::{Hub, MarketBus};
 
-use crate::auth::{Tokens, load_or_create_secret};
-use crate::changefeed::{ChangeLog, pump};
+use crate::capture::{Capture, CaptureError, CaptureSettings};
 use crate::config::Config;
-use crate::db::{Db, seed};
-use crate::market::MarketSource;
-use crate::sim::SimHandle;
+use crate::credentials::{Tokens, load_or_create_secret};
+use crate::db::{Db, DbError, seed};
+use crate::market_source::MarketSource;
+use crate::sim::{self, SimHandle};
+use crate::state::{AppState, Parts};
 use crate::{api, gateway, web};
-
-/// What every handler and session shares. Cheap to clone.
-#[derive(Clone)]
-pub struct AppState(Arc<Inner>);
-
-pub struct Inner {
-    pub config: Config,
-    pub db: Db,
-    pub log: ChangeLog,
-    pub hub: Hub,
-    /// Public market data, conflated per session (fed by a market source).
-    pub market: MarketBus,
-    pub tokens: Tokens,
-    /// The running paper-trading simulator, when configured.
-    pub sim: Option<SimHandle>,
-    /// Where current market values come from (the simulator, when it runs).
-    pub market_source: Option<Arc<dyn MarketSource>>,
-    /// Cancelled in the drain step "close sessions with 1001".
-    pub sessions_close: CancellationToken,
-    /// Every WebSocket and SSE session task.
-    pub tracker: TaskTracker,
-    pub metrics: PrometheusHandle,
-    /// Names this process in session ids.
-    pub instance: String,
-    /// Checked against when a login names an unknown user, so both take equally long.
-    pub dummy_password_hash: String,
-    pump_running: AtomicBool,
-}
-
-impl Deref for AppState {
-    type Target = Inner;
-    fn deref(&self) -> &Inner {
-        &self.0
-    }
-}
-
-impl AppState {
-    pub fn pump_running(&self) -> bool {
-        self.pump_running.load(Ordering::Relaxed)
-    }
-}
 
 /// A built server, ready to serve (tests reach into its state).
 pub struct Server {
     state: AppState,
-    sim_commands: Option<tokio::sync::mpsc::Receiver<crate::sim::Command>>,
+    config: Config,
+    capture: Capture,
+    sim_commands: Option<tokio::sync::mpsc::Receiver<sim::Command>>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
-    Db(#[from] crate::db::DbError),
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Capture(#[from] CaptureError),
     #[error("JWT secret in {dir}: {source}")]
     Secret { dir: String, source: std::io::Error },
 }
 
 impl Server {
-    /// Open the database (migrations, capture triggers, demo data) and build the state.
+    /// Open the database (migrations, catalog), install capture, seed, and build the state.
     pub async fn build(config: Config) -> Result<Self, StartError> {
         let settings = config.db_settings();
-        let db = tokio::task::spawn_blocking(move || Db::open(&settings))
-            .await
-            .map_err(|_| crate::db::DbError::Join)??;
+        let db =
+            tokio::task::spawn_blocking(move || Db::open(&settings)).await.map_err(|_| DbError::Join)??;
+        let capture = Capture::install(&db, &config.capture_settings()).await?;
         if config.demo {
             db.write(|tx| seed::demo(tx)).await?;
         } else {
@@ -100,23 +65,16 @@ impl Server {
             false => (None, None),
         };
         let market_source = sim.clone().map(|h| Arc::new(h) as Arc<dyn MarketSource>);
-        let state = AppState(Arc::new(Inner {
+        let state = AppState::new(Parts {
+            tokens: Tokens::new(&secret, config.token_ttl_secs),
+            hub: Hub::new(config.queue_limits()),
+            market_bus: MarketBus::new(),
             sim,
             market_source,
-            tokens: Tokens::new(&secret, config.token_ttl_secs),
-            log: ChangeLog::new(db.clone()),
-            hub: Hub::new(config.queue_limits()),
-            market: MarketBus::new(),
-            db,
-            sessions_close: CancellationToken::new(),
-            tracker: TaskTracker::new(),
             metrics: crate::telemetry::metrics_handle(),
-            instance: format!("{:06x}", rand::random::<u32>() & 0xff_ffff),
-            dummy_password_hash: crate::auth::hash_password(&format!("{:x}", rand::random::<u128>())),
-            pump_running: AtomicBool::new(false),
-            config,
-        }));
-        Ok(Self { state, sim_commands })
+            db,
+        });
+        Ok(Self { state, config, capture, sim_commands })
     }
 
     pub fn state(&self) -> &AppState {
@@ -125,42 +83,41 @@ impl Server {
 
     pub fn router(&self) -> Router {
         Router::new()
-            .merge(api::router())
-            .route("/v1/ws", get(gateway::ws::handler))
-            .route("/v1/sse", get(gateway::sse::handler))
-            .route("/v1/changes", get(gateway::poll::handler))
+            .merge(api::router(self.state.clone(), self.config.api_settings()))
+            .merge(gateway::router(self.state.clone(), self.config.gateway_settings()))
             .merge(web::router())
             .layer(TraceLayer::new_for_http())
-            .with_state(self.state.clone())
+    }
+
+    /// Start capture: the one place that decides which capture reader runs. Its starting
+    /// point is fixed here, before the first connection is accepted (see [`Capture::pump`]).
+    async fn start_capture(
+        &self,
+        settings: CaptureSettings,
+        stop: CancellationToken,
+    ) -> Result<JoinHandle<()>, CaptureError> {
+        let pump = self.capture.pump(self.state.db()).await?;
+        let state = self.state.clone();
+        Ok(tokio::spawn(async move {
+            state.set_pump_running(true);
+            pump.run(state.db().clone(), state.hub().clone(), settings.pump, stop).await;
+            state.set_pump_running(false);
+        }))
     }
 
     /// Serve on `listener` until `shutdown` is cancelled, then drain in order: stop
-    /// accepting → let the pump publish what is committed → close sessions with 1001 →
-    /// close the database. Each step has a deadline.
+    /// accepting → stop the simulator → let the pump publish what is committed → close
+    /// sessions with 1001 → close the database. Each step has a deadline.
     pub async fn serve(mut self, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
         let state = self.state.clone();
         let addr: SocketAddr = listener.local_addr()?;
-        // Before the first connection is accepted (see `pump::Start`).
-        let start = pump::start(&state.db).await?;
         let pump_stop = CancellationToken::new();
-        let pump = {
-            let (db, hub, settings, stop) =
-                (state.db.clone(), state.hub.clone(), state.config.pump_settings(), pump_stop.clone());
-            let state = state.clone();
-            tokio::spawn(async move {
-                state.pump_running.store(true, Ordering::Relaxed);
-                let r = pump::run(start, db, hub, settings, stop).await;
-                state.pump_running.store(false, Ordering::Relaxed);
-                if let Err(e) = &r {
-                    tracing::error!(error = %e, "pump stopped");
-                }
-                r
-            })
-        };
+        let pump = self.start_capture(self.config.capture_settings(), pump_stop.clone()).await?;
         let sim_stop = CancellationToken::new();
         let sim = self.sim_commands.take().map(|rx| {
-            let (db, bus, settings) = (state.db.clone(), state.market.clone(), state.config.sim_settings());
-            tokio::spawn(crate::sim::run(db, bus, settings, rx, sim_stop.clone()))
+            let (db, bus, settings) =
+                (state.db().clone(), state.market_bus().clone(), self.config.sim_settings());
+            tokio::spawn(sim::run(db, bus, settings, rx, sim_stop.clone()))
         });
         let accept_stop = CancellationToken::new();
         let http = tokio::spawn(
@@ -171,7 +128,7 @@ impl Server {
         tracing::info!(%addr, "serving");
         shutdown.cancelled().await;
 
-        let deadline = Duration::from_millis(state.config.shutdown_timeout_ms);
+        let deadline = self.config.shutdown_timeout();
         tracing::info!("shutdown: stop accepting");
         accept_stop.cancel();
         if let Some(sim) = sim {
@@ -184,15 +141,14 @@ impl Server {
         tracing::info!("shutdown: draining the pump");
         pump_stop.cancel();
         match tokio::time::timeout(deadline, pump).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "pump ended with an error"),
+            Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "pump task failed"),
             Err(_) => tracing::warn!("pump did not drain in time"),
         }
-        tracing::info!(sessions = state.hub.stats().sessions, "shutdown: closing sessions with 1001");
-        state.sessions_close.cancel();
-        state.tracker.close();
-        if tokio::time::timeout(deadline, state.tracker.wait()).await.is_err() {
+        tracing::info!(sessions = state.hub().stats().sessions, "shutdown: closing sessions with 1001");
+        state.sessions_close().cancel();
+        state.tracker().close();
+        if tokio::time::timeout(deadline, state.tracker().wait()).await.is_err() {
             tracing::warn!("some sessions did not close in time");
         }
         if tokio::time::timeout(deadline, http).await.is_err() {

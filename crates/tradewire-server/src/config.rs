@@ -1,6 +1,10 @@
 //! Typed, layered configuration: defaults → file → `TRADEWIRE_*` environment → flags.
 //! Unknown keys are an error, never silently ignored. Nothing here is global: the value is
 //! built once and passed in.
+//!
+//! Only `main` and the application assembly (`app`) read a [`Config`]: every other part gets
+//! its own settings value from it (`db_settings`, `capture_settings`, `gateway_settings`,
+//! …), whose type that part defines.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -11,26 +15,14 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use tradewire_hub::QueueLimits;
+use tradewire_protocol::Limits;
 
-use crate::changefeed::pump::PumpSettings;
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    #[default]
-    Pretty,
-    Json,
-}
-
-/// Capture mechanism on PostgreSQL (SQLite always captures with triggers).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum CaptureMode {
-    #[default]
-    Logical,
-    Outbox,
-}
+use crate::api::ApiSettings;
+use crate::capture::{CaptureMode, CaptureSettings, PumpSettings};
+use crate::db::{DbSettings, TableSpec};
+use crate::gateway::GatewaySettings;
+use crate::sim::SimSettings;
+use crate::telemetry::LogFormat;
 
 /// Everything the server can be told.
 #[derive(Debug, Clone, Deserialize)]
@@ -91,7 +83,7 @@ pub struct Config {
     /// in `/metrics`.
     pub max_slot_lag_bytes: u64,
     /// Operator tables captured besides the built-in trading schema.
-    pub tables: Vec<crate::db::TableSpec>,
+    pub tables: Vec<TableSpec>,
     pub log_format: LogFormat,
     /// `tracing` filter directive, e.g. `info,tradewire_server=debug`.
     pub log: String,
@@ -176,37 +168,53 @@ impl Config {
         QueueLimits { max_messages: self.queue_max_messages, max_bytes: self.queue_max_bytes }
     }
 
-    pub fn pump_settings(&self) -> PumpSettings {
-        PumpSettings {
-            poll_interval: Duration::from_millis(self.poll_interval_ms.max(1)),
-            retention: Duration::from_secs(self.retention_secs),
-            prune_every: Duration::from_secs(60),
-            batch: 1000,
-        }
-    }
-
-    pub fn sim_settings(&self) -> crate::sim::SimSettings {
-        crate::sim::SimSettings {
-            seed: self.sim_seed,
-            ticks_per_second: self.sim_ticks_per_second.clamp(1, 100),
-        }
-    }
-
-    pub fn db_settings(&self) -> crate::db::DbSettings {
-        crate::db::DbSettings {
-            data_dir: self.data_dir.clone(),
-            database: self.database.clone().filter(|d| !d.is_empty()),
-            pool_size: self.db_pool_size,
-            capture: self.capture,
+    pub fn capture_settings(&self) -> CaptureSettings {
+        CaptureSettings {
+            mode: self.capture,
             slot: self.slot.clone(),
             publication: self.publication.clone(),
             max_slot_lag_bytes: self.max_slot_lag_bytes,
+            pump: PumpSettings {
+                poll_interval: Duration::from_millis(self.poll_interval_ms.max(1)),
+                retention: Duration::from_secs(self.retention_secs),
+                prune_every: Duration::from_secs(60),
+                batch: 1000,
+            },
+        }
+    }
+
+    pub fn sim_settings(&self) -> SimSettings {
+        SimSettings { seed: self.sim_seed, ticks_per_second: self.sim_ticks_per_second.clamp(1, 100) }
+    }
+
+    pub fn db_settings(&self) -> DbSettings {
+        DbSettings {
+            data_dir: self.data_dir.clone(),
+            database: self.database.clone().filter(|d| !d.is_empty()),
+            pool_size: self.db_pool_size,
             tables: self.tables.clone(),
         }
     }
 
-    pub fn heartbeat(&self) -> Duration {
-        Duration::from_millis(self.heartbeat_ms.max(100))
+    pub fn gateway_settings(&self) -> GatewaySettings {
+        GatewaySettings {
+            heartbeat: Duration::from_millis(self.heartbeat_ms.max(100)),
+            auth_timeout: Duration::from_millis(self.auth_timeout_ms),
+            limits: Limits {
+                max_frame_bytes: self.max_frame_bytes,
+                max_subscriptions: self.max_subscriptions,
+                max_messages_per_second: self.max_messages_per_second,
+            },
+            snapshot_max_rows: self.snapshot_max_rows,
+        }
+    }
+
+    pub fn api_settings(&self) -> ApiSettings {
+        ApiSettings { testing_endpoints: self.testing_endpoints || self.demo }
+    }
+
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_millis(self.shutdown_timeout_ms)
     }
 }
 

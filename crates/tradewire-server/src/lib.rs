@@ -2,25 +2,39 @@
 //! gap-free streams for dashboards and bots.
 //!
 //! One write, end to end, through these modules in order:
-//! `api` (or any other writer) → `db::capture` (triggers write the change log in the same
-//! transaction) → `changefeed::pump` (reads the log in commit order) → the hub crate
-//! (per-user fan-out) → `gateway::{ws, sse, poll}` (encode once, send) → the client.
-//! `sim` drives the paper-trading simulator, one more writer (and the market-data source).
-//! `app` wires them together and owns start-up and shutdown; `config` is the typed
-//! configuration; `telemetry` sets up logs and metrics.
+//! `api` (or any other writer) → `db` (the transaction) → `capture` (triggers or the WAL
+//! number the change into the log; the pump publishes it) → the hub crate (per-user
+//! fan-out) → `gateway` (`start`: snapshot, replay or now; `ws`, `sse`, `poll`: encode once,
+//! send) → the client. `changefeed` reads the log (replay, snapshots) and derives domain
+//! events; `sim` drives the paper-trading simulator, one more writer and the market-data
+//! source (`market_source`).
+//!
+//! Around them: `app` assembles everything and owns start-up and shutdown (with `config`,
+//! the only readers of the configuration); `state` holds the shared services; `http` is
+//! what every HTTP edge shares; `errors` maps every error to its wire form; `credentials`
+//! are tokens and passwords; `clock`, `telemetry` and `web` (the embedded dashboard).
+//! No module imports one that imports it back (checked by `layout_tests`).
 
 pub mod api;
 pub mod app;
-pub mod auth;
+pub mod capture;
 pub mod changefeed;
+pub mod clock;
 pub mod config;
+pub mod credentials;
 pub mod db;
-pub mod error;
+pub mod errors;
 pub mod gateway;
-pub mod market;
+pub mod http;
+pub mod market_source;
 pub mod sim;
+pub mod state;
 pub mod telemetry;
 pub mod web;
 
-pub use app::{AppState, Server, run};
+#[cfg(test)]
+mod layout_tests;
+
+pub use app::{Server, run};
 pub use config::Config;
+pub use state::AppState;

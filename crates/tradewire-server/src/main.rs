@@ -6,8 +6,10 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use tradewire_client::{Options, Subscriber, Update};
-use tradewire_server::config::{CaptureMode, Config, LogFormat, Overrides};
-use tradewire_server::{Server, telemetry};
+use tradewire_server::capture::CaptureMode;
+use tradewire_server::config::{Config, Overrides};
+use tradewire_server::telemetry::{self, LogFormat};
+use tradewire_server::{Server, db};
 
 /// jemalloc rather than glibc malloc: database work runs on tokio's blocking pool, and glibc
 /// kept what those threads freed in per-thread arenas, so a long run's resident memory crept
@@ -120,8 +122,7 @@ async fn main() -> anyhow::Result<()> {
             let config = config(&cli, Overrides::default())?;
             telemetry::init_logs(&config.log, config.log_format);
             let settings = config.db_settings();
-            let n = tokio::task::spawn_blocking(move || tradewire_server::db::Db::migrate_only(&settings))
-                .await??;
+            let n = tokio::task::spawn_blocking(move || db::Db::migrate_only(&settings)).await??;
             println!("applied {n} migration(s)");
             Ok(())
         }
@@ -176,6 +177,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 /// Mint a token from the data directory's secret, for a username.
 fn mint(config: &Config, username: &str, ttl: Option<i64>) -> anyhow::Result<String> {
     use tradewire_server::db::Sql;
+    use tradewire_server::db::sql::Lite;
     let query = "SELECT id FROM users WHERE username = ?1";
     let user_id = match config.database.as_deref().filter(|d| !d.is_empty()) {
         Some(url) => {
@@ -188,12 +190,13 @@ fn mint(config: &Config, username: &str, ttl: Option<i64>) -> anyhow::Result<Str
             anyhow::ensure!(path.exists(), "no database at {} (run `tradewire serve` first)", path.display());
             let conn =
                 rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-            tradewire_server::db::sql::Lite(&conn).text(query, tradewire_server::sql_params![username])?
+            Lite(&conn).text(query, tradewire_server::sql_params![username])?
         }
     }
     .with_context(|| format!("no user {username:?}"))?;
-    let secret = tradewire_server::auth::load_or_create_secret(config.jwt_secret.as_ref(), &config.data_dir)?;
-    let tokens = tradewire_server::auth::Tokens::new(&secret, config.token_ttl_secs);
+    let secret =
+        tradewire_server::credentials::load_or_create_secret(config.jwt_secret.as_ref(), &config.data_dir)?;
+    let tokens = tradewire_server::credentials::Tokens::new(&secret, config.token_ttl_secs);
     Ok(tokens.issue(&user_id, username, ttl).0)
 }
 

@@ -9,8 +9,6 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 
-use crate::app::AppState;
-
 const HTML: &str = "text/html; charset=utf-8";
 const JS: &str = "text/javascript; charset=utf-8";
 const CSS: &str = "text/css; charset=utf-8";
@@ -46,7 +44,7 @@ const FILES: &[(&str, &str, &str)] = &[
     ),
 ];
 
-pub fn router() -> Router<AppState> {
+pub fn router() -> Router {
     FILES.iter().fold(Router::new(), |router, &(path, content_type, body)| {
         router.route(
             path,

@@ -7,12 +7,12 @@ use crate::book::Level;
 use crate::engine::Engine;
 use crate::ids::Ids;
 use crate::instrument::Instrument;
-use crate::market::{BookSnapshot, Mark, MarketEvent, Ticker, Trade};
 use crate::model::{
     BotStatus, ChainRole, Effect, LifecycleEntity, Liquidity, Order, OrderStatus, OrderType, Portfolio,
     PositionSide, PositionStatus, Side, TimeInForce,
 };
 use crate::orders::{ChainSpec, DenyReason, NewOrder};
+use crate::price_model::{BookSnapshot, Mark, MarketEvent, Ticker, Trade};
 
 fn d(s: &str) -> Decimal {
     s.parse().expect("decimal")

@@ -7,13 +7,13 @@ use serde_json::json;
 
 use crate::accounts::money;
 use crate::engine::{Engine, PositionKey, walk};
-use crate::market::{MarketEvent, Trade};
 use crate::model::{
     Effect, Fill, LifecycleEntity, Liquidity, Order, OrderStatus, OrderType, Position, PositionSide,
     PositionStatus, Side, TimeInForce,
 };
 use crate::orders::{OrderState, transition, triggers};
 use crate::positions::PositionState;
+use crate::price_model::{MarketEvent, Trade};
 
 /// How a batch of fills is priced and what a position that goes flat becomes.
 #[derive(Debug, Clone, Copy)]

@@ -24,10 +24,10 @@ mod engine_tests;
 mod fills;
 mod ids;
 mod instrument;
-mod market;
 mod model;
 mod orders;
 mod positions;
+mod price_model;
 mod risk;
 mod strategy;
 
@@ -42,13 +42,15 @@ pub use bots::BotError;
 pub use engine::{Engine, PositionKey};
 pub use ids::Ids;
 pub use instrument::{Instrument, SymbolConfig, default_instruments, default_symbols};
-pub use market::{BookDelta, BookSnapshot, Kline, Mark, Market, MarketConfig, MarketEvent, Ticker, Trade};
 pub use model::{
     Bot, BotStatus, ChainRole, CircuitBreaker, Direction, Effect, Fill, Lifecycle, LifecycleEntity,
     Liquidity, Order, OrderStatus, OrderType, Pnl, Portfolio, Position, PositionSide, PositionStatus, Risk,
     Side, Signal, TimeInForce,
 };
 pub use orders::{ChainSpec, Denied, DenyReason, NewOrder, TransitionError, transition};
+pub use price_model::{
+    BookDelta, BookSnapshot, Kline, Mark, Market, MarketConfig, MarketEvent, Ticker, Trade,
+};
 pub use strategy::{BotConfig, Decision, Grid, Intent, MaCrossover, MeanReversion, STRATEGIES, Strategy};
 
 use bots::BotRuntime;

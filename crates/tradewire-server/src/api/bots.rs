@@ -7,13 +7,14 @@ use serde::Deserialize;
 use serde_json::Value;
 use tradewire_protocol::Row;
 
-use super::ApiJson;
-use super::auth::AuthUser;
 use super::{change_owned_row, new_id, owned_row};
-use crate::app::AppState;
-use crate::db::{Sql, now_ms};
-use crate::error::{ApiError, ApiResult};
+use crate::clock::now_ms;
+use crate::db::Sql;
+use crate::errors::{ApiError, ApiResult};
+use crate::http::ApiJson;
+use crate::http::AuthUser;
 use crate::sql_params as params;
+use crate::state::AppState;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -36,10 +37,10 @@ pub struct BotPatch {
     config: Option<Value>,
 }
 
-/// Bot changes take effect in the simulator at once (it also re-reads bots every second,
+/// Have the simulator take a bot change at once (it also re-reads bots every second,
 /// which covers writers other than the API).
-async fn follow(state: &AppState) {
-    if let Some(Err(e)) = match &state.sim {
+async fn sync_simulator(state: &AppState) {
+    if let Some(Err(e)) = match state.sim() {
         Some(sim) => Some(sim.sync_bots().await),
         None => None,
     } {
@@ -84,9 +85,9 @@ pub async fn create(
     check_text("name", &bot.name)?;
     check_text("strategy", &bot.strategy)?;
     let config = check_config(&bot.config)?;
-    let catalog = state.db.catalog().clone();
+    let catalog = state.catalog().clone();
     let row = state
-        .db
+        .db()
         .write(move |tx| {
             check_symbol(tx, &bot.symbol)?;
             if let Some(p) = &bot.portfolio_id {
@@ -102,7 +103,7 @@ pub async fn create(
             owned_row(tx, &catalog, "bots", &user.id, &id)
         })
         .await?;
-    follow(&state).await;
+    sync_simulator(&state).await;
     Ok((StatusCode::CREATED, Json(row)))
 }
 
@@ -118,9 +119,9 @@ pub async fn update(
         }
     }
     let config = patch.config.as_ref().map(|_| check_config(&patch.config)).transpose()?;
-    let catalog = state.db.catalog().clone();
+    let catalog = state.catalog().clone();
     let row = state
-        .db
+        .db()
         .write(move |tx| {
             owned_row(tx, &catalog, "bots", &user.id, &id)?;
             if let Some(s) = &patch.symbol {
@@ -148,7 +149,7 @@ pub async fn update(
             owned_row(tx, &catalog, "bots", &user.id, &id)
         })
         .await?;
-    follow(&state).await;
+    sync_simulator(&state).await;
     Ok(Json(row))
 }
 
@@ -157,9 +158,9 @@ pub async fn remove(
     user: AuthUser,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let catalog = state.db.catalog().clone();
+    let catalog = state.catalog().clone();
     state
-        .db
+        .db()
         .write(move |tx| {
             let bot = owned_row(tx, &catalog, "bots", &user.id, &id)?;
             if bot.get("status").and_then(Value::as_str) == Some("running") {
@@ -169,7 +170,7 @@ pub async fn remove(
             Ok(StatusCode::NO_CONTENT)
         })
         .await?;
-    follow(&state).await;
+    sync_simulator(&state).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -214,6 +215,6 @@ pub async fn command(
         Ok(())
     })
     .await?;
-    follow(&state).await;
+    sync_simulator(&state).await;
     Ok(row)
 }

@@ -5,21 +5,63 @@
 //! triggers turn those writes into changes like any other writer's. Nothing here talks to
 //! the hub or to sessions.
 
-pub mod auth;
 pub mod bots;
+pub mod login;
 pub mod ops;
 pub mod read;
 pub mod testing;
 pub mod trading;
 
+use std::sync::Arc;
+
 use axum::Router;
+use axum::extract::FromRef;
 use axum::routing::{get, post};
+use tradewire_protocol::Row;
 
-use crate::app::AppState;
+use crate::credentials::Passwords;
+use crate::db::{Catalog, Sql};
+use crate::errors::{ApiError, ApiResult};
+use crate::http::AuthUser;
+use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
+/// What the REST API is told by the configuration.
+#[derive(Debug, Clone, Default)]
+pub struct ApiSettings {
+    /// `/v1/testing/*` answers (demo mode turns it on); otherwise 404.
+    pub testing_endpoints: bool,
+}
+
+/// The REST API's router state: the shared services plus its own settings.
+#[derive(Clone)]
+pub struct Api {
+    app: AppState,
+    settings: Arc<ApiSettings>,
+    passwords: Arc<Passwords>,
+}
+
+impl FromRef<Api> for AppState {
+    fn from_ref(api: &Api) -> AppState {
+        api.app.clone()
+    }
+}
+
+impl FromRef<Api> for Arc<ApiSettings> {
+    fn from_ref(api: &Api) -> Arc<ApiSettings> {
+        api.settings.clone()
+    }
+}
+
+impl FromRef<Api> for Arc<Passwords> {
+    fn from_ref(api: &Api) -> Arc<Passwords> {
+        api.passwords.clone()
+    }
+}
+
+pub fn router(app: AppState, settings: ApiSettings) -> Router {
+    let state = Api { app, settings: Arc::new(settings), passwords: Arc::new(Passwords::new()) };
     Router::new()
-        .route("/v1/auth/login", post(auth::login))
+        .route("/v1/auth/login", post(login::login))
         .route("/v1/bots", get(read::list_bots).post(bots::create))
         .route("/v1/bots/{id}", get(read::get_bot).patch(bots::update).delete(bots::remove))
         .route("/v1/bots/{id}/{action}", post(bots::command))
@@ -41,6 +83,7 @@ pub fn router() -> Router<AppState> {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
+        .with_state(state)
 }
 
 /// A new id: `<prefix>_<uuid v7>` (time-ordered, so rowid and id order agree).
@@ -48,37 +91,47 @@ pub(crate) fn new_id(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
 }
 
+/// What one row of a topic is called in a "not found" answer.
+fn noun(topic: &str) -> &'static str {
+    match topic {
+        "bots" => "bot",
+        "portfolios" => "portfolio",
+        "positions" => "position",
+        "orders" => "order",
+        "fills" => "fill",
+        "signals" => "signal",
+        _ => "row",
+    }
+}
+
 /// One of `user`'s rows of `topic`, read inside a write transaction, or 404.
 pub(crate) fn owned_row(
-    conn: &mut dyn crate::db::Sql,
-    state_catalog: &crate::db::Catalog,
+    conn: &mut dyn Sql,
+    catalog: &Catalog,
     topic: &str,
     user: &str,
     id: &str,
-) -> Result<tradewire_protocol::Row, crate::error::ApiError> {
-    let table = state_catalog.topic(topic).ok_or_else(|| crate::error::ApiError::not_found(topic))?;
-    crate::db::rows::get_row(conn, table, user, id)?
-        .ok_or_else(|| crate::error::ApiError::not_found(topic.trim_end_matches('s')))
+) -> ApiResult<Row> {
+    let table = catalog.topic(topic).ok_or_else(|| ApiError::not_found(topic))?;
+    crate::db::rows::get_row(conn, table, user, id)?.ok_or_else(|| ApiError::not_found(noun(topic)))
 }
 
 /// Apply `change` to one of `user`'s rows of `topic` in one write transaction, and answer
 /// with the row as it is afterwards. `change` sees the row as it was and may refuse (a
 /// conflict) or do nothing; someone else's row is "not found".
 pub(crate) async fn change_owned_row<F>(
-    state: &crate::app::AppState,
-    user: auth::AuthUser,
+    state: &AppState,
+    user: AuthUser,
     topic: &'static str,
     id: String,
     change: F,
-) -> crate::error::ApiResult<axum::Json<tradewire_protocol::Row>>
+) -> ApiResult<axum::Json<Row>>
 where
-    F: FnOnce(&mut dyn crate::db::Sql, &tradewire_protocol::Row, &str) -> crate::error::ApiResult<()>
-        + Send
-        + 'static,
+    F: FnOnce(&mut dyn Sql, &Row, &str) -> ApiResult<()> + Send + 'static,
 {
-    let catalog = state.db.catalog().clone();
+    let catalog = state.catalog().clone();
     state
-        .db
+        .db()
         .write(move |tx| {
             let before = owned_row(tx, &catalog, topic, &user.id, &id)?;
             change(tx, &before, &user.id)?;
@@ -86,54 +139,4 @@ where
         })
         .await
         .map(axum::Json)
-}
-
-/// `Json<T>` whose rejection is our JSON error body (400 `bad_request`, or 413
-/// `payload_too_large`), not axum's plain-text one.
-pub struct ApiJson<T>(pub T);
-
-impl<T, S> axum::extract::FromRequest<S> for ApiJson<T>
-where
-    T: serde::de::DeserializeOwned,
-    S: Send + Sync,
-{
-    type Rejection = crate::error::ApiError;
-
-    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
-        use axum::extract::rejection::JsonRejection;
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(Self(v)),
-            Err(JsonRejection::BytesRejection(e))
-                if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE =>
-            {
-                Err(crate::error::ApiError::new(
-                    axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-                    tradewire_protocol::ErrorCode::PayloadTooLarge,
-                    "request body too large",
-                ))
-            }
-            Err(e) => Err(crate::error::ApiError::bad_request(e.body_text())),
-        }
-    }
-}
-
-/// `Query<T>` whose rejection is our JSON error body.
-pub struct ApiQuery<T>(pub T);
-
-impl<T, S> axum::extract::FromRequestParts<S> for ApiQuery<T>
-where
-    T: serde::de::DeserializeOwned,
-    S: Send + Sync,
-{
-    type Rejection = crate::error::ApiError;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        state: &S,
-    ) -> Result<Self, Self::Rejection> {
-        axum::extract::Query::<T>::from_request_parts(parts, state)
-            .await
-            .map(|axum::extract::Query(v)| Self(v))
-            .map_err(|e| crate::error::ApiError::bad_request(e.body_text()))
-    }
 }

@@ -6,9 +6,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::auth::AuthUser;
-use crate::app::AppState;
-use crate::error::ApiResult;
+use crate::errors::ApiResult;
+use crate::http::AuthUser;
+use crate::state::AppState;
 
 /// The process is up.
 pub async fn healthz() -> Json<Value> {
@@ -17,7 +17,7 @@ pub async fn healthz() -> Json<Value> {
 
 /// The server can serve: the database answers and the pump is running.
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    let db = state.db.ping().await.is_ok();
+    let db = state.db().ping().await.is_ok();
     let pump = state.pump_running();
     let status = if db && pump { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(json!({"database": db, "pump": pump}))).into_response()
@@ -25,16 +25,16 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 
 /// Prometheus text exposition.
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    let hub = state.hub.stats();
+    let hub = state.hub().stats();
     metrics::gauge!("tradewire_hub_sessions").set(hub.sessions as f64);
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics().render())
         .into_response()
 }
 
 /// `GET /v1/market/symbols`: the instruments and their trading rules.
 pub async fn symbols(State(state): State<AppState>, _user: AuthUser) -> ApiResult<Json<Value>> {
     let items = state
-        .db
+        .db()
         .read(|c| {
             let table = crate::db::catalog::instruments_table();
             let sql = format!(
@@ -58,23 +58,16 @@ pub async fn market_view(
     _user: AuthUser,
     axum::extract::Path((symbol, view)): axum::extract::Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
-    use crate::error::ApiError;
-    use crate::market::MarketView;
+    use crate::errors::ApiError;
+    use crate::market_source::{MarketView, SourceUnavailable};
     let view = match view.as_str() {
         "ticker" => MarketView::Ticker,
         "book" => MarketView::Book,
         "klines" => MarketView::Klines,
         _ => return Err(ApiError::not_found("market view")),
     };
-    let unavailable = |e: crate::market::SourceUnavailable| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            tradewire_protocol::ErrorCode::Unavailable,
-            e.to_string(),
-        )
-    };
-    let source = state.market_source.as_ref().ok_or_else(|| unavailable(crate::market::SourceUnavailable))?;
-    match source.view(&symbol, view).await.map_err(unavailable)? {
+    let source = state.market_source().ok_or(SourceUnavailable)?;
+    match source.view(&symbol, view).await? {
         Some(Value::Array(items)) => Ok(Json(json!({"items": items}))),
         Some(v) => Ok(Json(v)),
         None => Err(ApiError::not_found("symbol")),

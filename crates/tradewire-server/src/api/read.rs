@@ -9,12 +9,12 @@ use serde_json::{Value, json};
 use tradewire_hub::Filter;
 use tradewire_protocol::Row;
 
-use super::ApiQuery;
-use super::auth::AuthUser;
 use super::owned_row;
-use crate::app::AppState;
 use crate::db::rows::scan_rows;
-use crate::error::{ApiError, ApiResult};
+use crate::errors::{ApiError, ApiResult};
+use crate::http::ApiQuery;
+use crate::http::AuthUser;
+use crate::state::AppState;
 
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
@@ -26,7 +26,7 @@ async fn list(
     topic: &'static str,
     query: HashMap<String, String>,
 ) -> ApiResult<Json<Value>> {
-    let catalog = state.db.catalog().clone();
+    let catalog = state.catalog().clone();
     let table = catalog.topic(topic).ok_or_else(|| ApiError::not_found(topic))?.clone();
     let mut limit = DEFAULT_LIMIT;
     let mut clauses = Row::new();
@@ -50,14 +50,14 @@ async fn list(
         clauses.insert(k, value);
     }
     let filter = Filter::parse(&clauses).map_err(|e| ApiError::invalid_filter(e.to_string()))?;
-    let rows = state.db.read(move |c| scan_rows(c, &table, &user.id, &filter, limit)).await?;
+    let rows = state.db().read(move |c| scan_rows(c, &table, &user.id, &filter, limit)).await?;
     Ok(Json(json!({"items": rows.rows, "truncated": rows.truncated})))
 }
 
 /// `GET /v1/<topic>/{id}`: one of the caller's rows; someone else's is "not found".
 async fn one(state: AppState, user: AuthUser, topic: &'static str, id: String) -> ApiResult<Json<Row>> {
-    let catalog = state.db.catalog().clone();
-    state.db.read(move |c| Ok(owned_row(c, &catalog, topic, &user.id, &id))).await?.map(Json)
+    let catalog = state.catalog().clone();
+    state.db().read(move |c| Ok(owned_row(c, &catalog, topic, &user.id, &id))).await?.map(Json)
 }
 
 macro_rules! list_handlers {

@@ -1,5 +1,7 @@
 //! `/v1/testing/*`: endpoints for demos and tests, enabled in demo mode or by
-//! `testing_endpoints = true`; otherwise they answer 404.
+//! `testing_endpoints = true` (see [`ApiSettings`]); otherwise they answer 404.
+
+use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
@@ -8,12 +10,13 @@ use serde::Deserialize;
 use tradewire_protocol::Row;
 use tradewire_sim::Direction;
 
-use super::ApiJson;
-use super::auth::AuthUser;
-use super::trading::{into_row, refusal};
-use crate::app::AppState;
-use crate::error::{ApiError, ApiResult};
+use super::ApiSettings;
+use super::trading::into_row;
+use crate::errors::{ApiError, ApiResult};
+use crate::http::ApiJson;
+use crate::http::AuthUser;
 use crate::sim::Refusal;
+use crate::state::AppState;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -28,17 +31,18 @@ pub struct SimulateSignal {
 /// Answers with the recorded signal.
 pub async fn simulate_signal(
     State(state): State<AppState>,
+    State(settings): State<Arc<ApiSettings>>,
     user: AuthUser,
     ApiJson(req): ApiJson<SimulateSignal>,
 ) -> ApiResult<Json<Row>> {
-    if !(state.config.testing_endpoints || state.config.demo) {
+    if !settings.testing_endpoints {
         return Err(ApiError::not_found("endpoint"));
     }
     let confidence = req.confidence.unwrap_or(Decimal::new(9, 1));
     if !(Decimal::ZERO..=Decimal::ONE).contains(&confidence) {
         return Err(ApiError::bad_request("`confidence` is from 0 to 1"));
     }
-    let sim = state.sim.as_ref().ok_or_else(|| refusal(Refusal::Unavailable))?;
-    let row = sim.signal(&user.id, &req.bot_id, req.direction, confidence).await.map_err(refusal)?;
+    let sim = state.sim().ok_or(Refusal::Unavailable)?;
+    let row = sim.signal(&user.id, &req.bot_id, req.direction, confidence).await?;
     Ok(Json(into_row(row)))
 }

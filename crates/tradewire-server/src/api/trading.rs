@@ -11,15 +11,14 @@ use serde::Deserialize;
 use serde_json::Value;
 use tradewire_protocol::Row;
 
-use super::ApiJson;
-use super::auth::AuthUser;
 use super::{change_owned_row, new_id, owned_row};
-use crate::app::AppState;
-use crate::db::{Sql, now_ms};
-use crate::error::{ApiError, ApiResult};
-use crate::sim::Refusal;
+use crate::clock::now_ms;
+use crate::db::Sql;
+use crate::errors::{ApiError, ApiResult};
+use crate::http::ApiJson;
+use crate::http::AuthUser;
 use crate::sql_params as params;
-use tradewire_protocol::ErrorCode;
+use crate::state::AppState;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -93,7 +92,7 @@ pub async fn place_order(
     };
     let take_profit = o.take_profit.as_deref().map(|p| positive("take_profit", p)).transpose()?;
     let stop_loss = o.stop_loss.as_deref().map(|p| positive("stop_loss", p)).transpose()?;
-    if let Some(sim) = &state.sim {
+    if let Some(sim) = state.sim() {
         let portfolio = resolve_portfolio(&state, &user.id, o.portfolio_id.clone()).await?;
         let request = serde_json::json!({
             "user_id": user.id, "portfolio_id": portfolio, "bot_id": o.bot_id,
@@ -106,16 +105,16 @@ pub async fn place_order(
         });
         let order: tradewire_sim::NewOrder =
             serde_json::from_value(request).map_err(|e| ApiError::bad_request(e.to_string()))?;
-        let (row, created) = sim.place_order(order).await.map_err(refusal)?;
+        let (row, created) = sim.place_order(order).await.map_err(ApiError::from)?;
         let status = if created { StatusCode::CREATED } else { StatusCode::OK };
         return Ok((status, Json(into_row(row))));
     }
     if o.leverage.is_some() || take_profit.is_some() || stop_loss.is_some() {
         return Err(ApiError::bad_request("leverage and order chains need the simulator (it is off)"));
     }
-    let catalog = state.db.catalog().clone();
+    let catalog = state.catalog().clone();
     state
-        .db
+        .db()
         .write(move |tx| {
             // On SQLite writes are serialized (BEGIN IMMEDIATE); on PostgreSQL the insert
             // below settles a race on the unique (user_id, client_order_id).
@@ -179,25 +178,8 @@ fn portfolio_of(conn: &mut dyn Sql, user: &str, requested: Option<&str>) -> ApiR
 
 async fn resolve_portfolio(state: &AppState, user: &str, requested: Option<String>) -> ApiResult<String> {
     let user = user.to_owned();
-    let found = state.db.read(move |c| Ok(portfolio_of(c, &user, requested.as_deref()))).await??;
+    let found = state.db().read(move |c| Ok(portfolio_of(c, &user, requested.as_deref()))).await??;
     found.ok_or_else(|| ApiError::bad_request("no portfolio to trade in"))
-}
-
-/// The API's answer to a refusal of the simulator.
-pub(crate) fn refusal(r: Refusal) -> ApiError {
-    match r {
-        Refusal::Denied { reason, message } => ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            ErrorCode::OrderRejected,
-            format!("{reason}: {message}"),
-        ),
-        Refusal::NotFound(what) => ApiError::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, what),
-        Refusal::Unavailable => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::Unavailable,
-            "the simulator is not running",
-        ),
-    }
 }
 
 pub(crate) fn into_row(v: Value) -> Row {
@@ -213,8 +195,8 @@ pub async fn cancel_order(
     user: AuthUser,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Row>> {
-    if let Some(sim) = &state.sim {
-        return sim.cancel_order(&user.id, &id).await.map(|r| Json(into_row(r))).map_err(refusal);
+    if let Some(sim) = state.sim() {
+        return sim.cancel_order(&user.id, &id).await.map(|r| Json(into_row(r))).map_err(ApiError::from);
     }
     change_owned_row(&state, user, "orders", id, |tx, order, user_id| {
         let status = order.get("status").and_then(Value::as_str).unwrap_or_default();
@@ -236,9 +218,9 @@ pub async fn close_position(
     user: AuthUser,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Row>> {
-    if let Some(sim) = &state.sim {
+    if let Some(sim) = state.sim() {
         // Closing is a reduce-only market order; the answer is that order.
-        return sim.close_position(&user.id, &id).await.map(|r| Json(into_row(r))).map_err(refusal);
+        return sim.close_position(&user.id, &id).await.map(|r| Json(into_row(r))).map_err(ApiError::from);
     }
     change_owned_row(&state, user, "positions", id, |tx, pos, user_id| {
         if pos.get("status").and_then(Value::as_str) != Some("open") {

@@ -1,5 +1,5 @@
 //! Reading the change log: heads, replay after a position, snapshots fenced by position,
-//! the pump's global cursor, and retention.
+//! and retention. Capture writes the log (`capture/`); this module only reads and prunes it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,7 +10,7 @@ use tradewire_protocol::{ChangeOp, Position, Row};
 use super::events::domain_events;
 use crate::db::rows::{parse_row, scan_rows};
 use crate::db::sql::{Cell, Dialect, Sql};
-use crate::db::{Db, DbError, Result};
+use crate::db::{Db, DecodeError, Result};
 use crate::sql_params;
 
 /// Why a position cannot be served.
@@ -64,7 +64,7 @@ pub(crate) const LOG_COLUMNS: &str = "id, user_id, seq, topic, op, row_json, old
 
 pub(crate) fn log_row(r: Vec<Cell>) -> Result<LogRow> {
     let [id, user_id, seq, topic, op, row, old, commit_ts]: [Cell; 8] =
-        r.try_into().map_err(|_| DbError::Decode("a change-log row has 8 columns".into()))?;
+        r.try_into().map_err(|_| DecodeError::Shape { what: "tw_changes", columns: 8 })?;
     Ok(LogRow {
         id: id.int(),
         user_id: user_id.into_text().unwrap_or_default(),
@@ -108,10 +108,6 @@ pub(crate) fn make_change(
 impl ChangeLog {
     pub fn new(db: Db) -> Self {
         Self { db }
-    }
-
-    pub fn db(&self) -> &Db {
-        &self.db
     }
 
     pub fn epoch(&self) -> &Arc<str> {
@@ -220,31 +216,6 @@ impl ChangeLog {
                 result
             })
             .await
-    }
-
-    /// The pump's view: every change with log id above `after_id`, in commit order (SQLite,
-    /// one writer at a time).
-    pub fn read_global_sync(
-        conn: &mut dyn Sql,
-        epoch: &Arc<str>,
-        after_id: i64,
-        limit: usize,
-    ) -> Result<Vec<(i64, Change)>> {
-        let rows = conn.query(
-            &format!("SELECT {LOG_COLUMNS} FROM tw_changes WHERE id > ?1 ORDER BY id LIMIT ?2"),
-            sql_params![after_id, limit as i64],
-        )?;
-        rows.into_iter()
-            .map(|r| {
-                let r = log_row(r)?;
-                Ok((r.id, to_change(epoch, r)?))
-            })
-            .collect()
-    }
-
-    /// The id of the newest log row (0 when empty).
-    pub fn last_id_sync(conn: &mut dyn Sql) -> Result<i64> {
-        Ok(conn.value("SELECT COALESCE(MAX(id), 0) FROM tw_changes", &[])?.map_or(0, |c| c.int()))
     }
 
     /// Drop log rows committed before `cutoff_ms`, oldest first and at most `batch` of them.

@@ -1,15 +1,11 @@
-//! The changefeed: the ordered, durable log of committed changes, and the pump that moves
-//! new changes from it into the hub.
+//! The changefeed: the ordered, durable log of committed changes as readers see it, and
+//! what a change means.
 //!
-//! `log` reads the change log (replay, snapshots, the pump's cursor); `pump` publishes;
-//! `events` derives domain events. Capture itself (the triggers that write the log) is in
-//! `db::capture`. Nothing here knows about sockets.
+//! `log` reads the change log (heads, replay, snapshots fenced by position) and prunes it;
+//! `events` derives domain events from a row change. Capture, which writes the log and
+//! feeds the hub, is in `capture/`. Nothing here knows about sockets.
 
 pub mod events;
 pub mod log;
-pub mod logical;
-pub mod outbox;
-pub mod pgoutput;
-pub mod pump;
 
 pub use log::{ChangeLog, Resync, SnapshotRows};

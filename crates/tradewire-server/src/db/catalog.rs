@@ -76,6 +76,21 @@ impl TableInfo {
     }
 }
 
+/// What is wrong with a captured table's description.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CatalogError {
+    #[error("{name:?} is not a plain lower-case identifier")]
+    NotIdentifier { name: String },
+    #[error("no such table")]
+    NoSuchTable,
+    #[error("has no column {column:?}")]
+    NoColumn { column: String },
+    #[error("topic {topic:?} is used twice")]
+    TopicTwice { topic: String },
+    #[error("table or topic {topic:?} is built in")]
+    BuiltIn { topic: String },
+}
+
 /// Every captured table, by topic.
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
@@ -94,27 +109,27 @@ impl Catalog {
     pub fn load(conn: &mut dyn Sql, specs: &[TableSpec]) -> Result<Self> {
         let mut by_topic = BTreeMap::new();
         for spec in specs {
-            let err = |reason: String| DbError::Catalog { table: spec.table.clone(), reason };
+            let err = |problem: CatalogError| DbError::Catalog { table: spec.table.clone(), problem };
             for name in [&spec.table, &spec.topic, &spec.key, &spec.owner] {
                 if !is_identifier(name) {
-                    return Err(err(format!("{name:?} is not a plain lower-case identifier")));
+                    return Err(err(CatalogError::NotIdentifier { name: name.clone() }));
                 }
             }
             let columns = columns_of(conn, &spec.table)?;
             if columns.is_empty() {
-                return Err(err("no such table".into()));
+                return Err(err(CatalogError::NoSuchTable));
             }
             if let Some(bad) = columns.iter().find(|c| !is_identifier(&c.name)) {
-                return Err(err(format!("column {:?} is not a plain identifier", bad.name)));
+                return Err(err(CatalogError::NotIdentifier { name: bad.name.clone() }));
             }
             let info = TableInfo { spec: spec.clone(), columns };
             for col in [&spec.key, &spec.owner] {
                 if !info.has_column(col) {
-                    return Err(err(format!("has no column {col:?}")));
+                    return Err(err(CatalogError::NoColumn { column: col.clone() }));
                 }
             }
             if by_topic.insert(spec.topic.clone(), info).is_some() {
-                return Err(err(format!("topic {:?} is used twice", spec.topic)));
+                return Err(err(CatalogError::TopicTwice { topic: spec.topic.clone() }));
             }
         }
         Ok(Self { by_topic })
@@ -127,7 +142,7 @@ impl Catalog {
             if builtin.iter().any(|b| b.table == spec.table || b.topic == spec.topic) {
                 return Err(DbError::Catalog {
                     table: spec.table.clone(),
-                    reason: format!("table or topic {:?} is built in", spec.topic),
+                    problem: CatalogError::BuiltIn { topic: spec.topic.clone() },
                 });
             }
         }

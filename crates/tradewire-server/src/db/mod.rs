@@ -1,11 +1,11 @@
-//! The database: opening it, migrations, the catalog of captured tables, capture triggers
-//! and demo data.
+//! The database: opening it, migrations, the catalog of captured tables, rows as JSON, and
+//! demo data.
 //!
 //! Owns every SQL statement that touches the trading tables' shape. It does not know about
-//! sessions or HTTP: the changefeed reads the change log through [`Db`], the API writes
-//! through it. Two backends: the embedded SQLite file (default) and PostgreSQL.
+//! capture, sessions or HTTP: capture installs itself through [`Db`], the changefeed reads
+//! the change log through it, the API writes through it. Two backends: the embedded SQLite
+//! file (default) and PostgreSQL.
 
-pub mod capture;
 pub mod catalog;
 pub mod rows;
 pub mod schema;
@@ -21,10 +21,8 @@ use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use tokio::sync::Notify;
 
-pub use catalog::{Catalog, ColumnKind, TableInfo, TableSpec};
+pub use catalog::{Catalog, CatalogError, ColumnKind, TableInfo, TableSpec};
 pub use sql::{Dialect, Sql};
-
-use crate::config::CaptureMode;
 
 /// Errors of the database layer.
 #[derive(Debug, thiserror::Error)]
@@ -35,35 +33,45 @@ pub enum DbError {
     Postgres(#[from] postgres::Error),
     #[error("connection pool: {0}")]
     Pool(#[from] r2d2::Error),
-    #[error("data directory {path}: {reason}")]
-    DataDir { path: PathBuf, reason: String },
-    #[error("migration {version}: {reason}")]
-    Migration { version: usize, reason: String },
-    #[error("captured table {table}: {reason}")]
-    Catalog { table: String, reason: String },
-    #[error("PostgreSQL set-up: {0}")]
-    Setup(String),
-    #[error("logical replication: {0}")]
-    Replication(String),
-    #[error("unreadable value: {0}")]
-    Decode(String),
+    #[error("data directory {path}: {problem}{}", source.as_ref().map(|e| format!(": {e}")).unwrap_or_default())]
+    DataDir {
+        path: PathBuf,
+        problem: &'static str,
+        #[source]
+        source: Option<std::io::Error>,
+    },
+    #[error("migration {version}: {source}")]
+    Migration { version: usize, source: Box<DbError> },
+    #[error("captured table {table}: {problem}")]
+    Catalog { table: String, problem: CatalogError },
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error("this needs {wanted}; the database is another backend")]
+    WrongBackend { wanted: &'static str },
     #[error("database task panicked or was cancelled")]
     Join,
 }
 
+/// A value read from the database that does not have the shape it must have.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("a row read from {what} does not have {columns} column(s)")]
+    Shape { what: &'static str, columns: usize },
+    #[error("row JSON: {0}")]
+    RowJson(#[from] serde_json::Error),
+    #[error("tw_meta has no epoch")]
+    NoEpoch,
+}
+
 pub type Result<T, E = DbError> = std::result::Result<T, E>;
 
-/// Where the data lives and how changes are captured.
+/// Where the data lives.
 #[derive(Debug, Clone)]
 pub struct DbSettings {
     pub data_dir: PathBuf,
     /// A `postgres://` URL; `None` for the embedded SQLite file in `data_dir`.
     pub database: Option<String>,
     pub pool_size: u32,
-    pub capture: CaptureMode,
-    pub slot: String,
-    pub publication: String,
-    pub max_slot_lag_bytes: u64,
     /// Operator tables captured besides the built-in ones.
     pub tables: Vec<TableSpec>,
 }
@@ -109,29 +117,8 @@ impl<T: Send + 'static> Drop for DropOffRuntime<T> {
 // One value per process, behind an `Arc`: the size difference does not matter.
 #[allow(clippy::large_enum_variant)]
 enum Backend {
-    Sqlite {
-        pool: r2d2::Pool<SqliteConnectionManager>,
-        path: Arc<Path>,
-    },
-    Postgres {
-        pool: DropOffRuntime<PgPool>,
-        config: postgres::Config,
-        capture: CaptureMode,
-        slot: String,
-        publication: String,
-        max_slot_lag_bytes: u64,
-    },
-}
-
-/// How the open database captures changes (what runs the changefeed).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Capture {
-    /// SQLite triggers; the pump polls the log.
-    SqliteTriggers,
-    /// PostgreSQL logical replication from `slot` over `publication`.
-    Logical { slot: String, publication: String },
-    /// PostgreSQL triggers into the outbox; the pump polls it, woken by NOTIFY.
-    Outbox,
+    Sqlite { pool: r2d2::Pool<SqliteConnectionManager>, path: Arc<Path> },
+    Postgres { pool: DropOffRuntime<PgPool>, config: postgres::Config },
 }
 
 /// A handle to the database: a pool of connections, the catalog of captured tables, the
@@ -146,7 +133,7 @@ pub struct Db {
 
 impl std::fmt::Debug for Db {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Db").field("capture", &self.capture()).finish()
+        f.debug_struct("Db").field("dialect", &self.dialect()).finish()
     }
 }
 
@@ -159,22 +146,12 @@ fn configure(conn: &mut Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-fn check_names(settings: &DbSettings) -> Result<()> {
-    Catalog::check_operator_tables(&settings.tables)?;
-    for name in [&settings.slot, &settings.publication] {
-        if !catalog::is_identifier(name) {
-            return Err(DbError::Setup(format!("{name:?} is not a plain lower-case identifier")));
-        }
-    }
-    Ok(())
-}
-
 impl Db {
-    /// Open the database, apply migrations, load the catalog and install capture. A missing
-    /// or unwritable directory, an unreachable server or a server not set up for the
-    /// capture mode is a clear error.
+    /// Open the database, apply migrations and load the catalog. A missing or unwritable
+    /// directory or an unreachable server is a clear error. Capture is installed next, by
+    /// the capture module.
     pub fn open(settings: &DbSettings) -> Result<Self> {
-        check_names(settings)?;
+        Catalog::check_operator_tables(&settings.tables)?;
         let mut specs = catalog::builtin_tables();
         specs.extend(settings.tables.iter().cloned());
         match &settings.database {
@@ -196,7 +173,6 @@ impl Db {
         schema::migrate(sql)?;
         let epoch = schema::epoch(sql)?;
         let catalog = Catalog::load(sql, specs)?;
-        capture::install_sqlite(sql, &catalog)?;
         drop(conn);
 
         let manager = SqliteConnectionManager::file(&path).with_init(configure);
@@ -213,25 +189,12 @@ impl Db {
         schema::migrate(&mut client)?;
         let epoch = schema::epoch(&mut client)?;
         let catalog = Catalog::load(&mut client, specs)?;
-        match settings.capture {
-            CaptureMode::Logical => {
-                capture::install_logical(&mut client, &catalog, &settings.slot, &settings.publication)?
-            }
-            CaptureMode::Outbox => capture::install_outbox(&mut client, &catalog, &settings.slot)?,
-        }
         drop(client);
         let pool = r2d2::Pool::builder()
             .max_size(settings.pool_size.max(2))
             .connection_timeout(Duration::from_secs(10))
             .build(PostgresConnectionManager::new(config.clone(), postgres::NoTls))?;
-        let backend = Backend::Postgres {
-            pool: DropOffRuntime::new(pool),
-            config,
-            capture: settings.capture,
-            slot: settings.slot.clone(),
-            publication: settings.publication.clone(),
-            max_slot_lag_bytes: settings.max_slot_lag_bytes,
-        };
+        let backend = Backend::Postgres { pool: DropOffRuntime::new(pool), config };
         Ok(Self::assemble(backend, catalog, epoch))
     }
 
@@ -267,16 +230,6 @@ impl Db {
         }
     }
 
-    pub fn capture(&self) -> Capture {
-        match &*self.backend {
-            Backend::Sqlite { .. } => Capture::SqliteTriggers,
-            Backend::Postgres { capture: CaptureMode::Logical, slot, publication, .. } => {
-                Capture::Logical { slot: slot.clone(), publication: publication.clone() }
-            }
-            Backend::Postgres { capture: CaptureMode::Outbox, .. } => Capture::Outbox,
-        }
-    }
-
     /// The SQLite file, when on SQLite.
     pub fn sqlite_path(&self) -> Option<&Path> {
         match &*self.backend {
@@ -290,14 +243,6 @@ impl Db {
         match &*self.backend {
             Backend::Sqlite { .. } => None,
             Backend::Postgres { config, .. } => Some(config),
-        }
-    }
-
-    /// The bound on WAL held back by the replication slot (0 when not on PostgreSQL).
-    pub fn max_slot_lag_bytes(&self) -> u64 {
-        match &*self.backend {
-            Backend::Postgres { max_slot_lag_bytes, .. } => *max_slot_lag_bytes,
-            Backend::Sqlite { .. } => 0,
         }
     }
 
@@ -317,16 +262,17 @@ impl Db {
 
     /// A fresh SQLite connection that is not from the pool, for the pump's own thread.
     pub fn sqlite_connection(&self) -> Result<Connection> {
-        let path = self.sqlite_path().ok_or_else(|| DbError::Setup("not an SQLite database".into()))?;
+        let path = self.sqlite_path().ok_or(DbError::WrongBackend { wanted: "SQLite" })?;
         let mut conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
         configure(&mut conn)?;
         Ok(conn)
     }
 
-    /// A fresh PostgreSQL connection that is not from the pool.
-    pub fn pg_client(&self) -> Result<postgres::Client> {
-        let config = self.pg_config().ok_or_else(|| DbError::Setup("not a PostgreSQL database".into()))?;
-        Ok(config.connect(postgres::NoTls)?)
+    /// A fresh PostgreSQL connection that is not from the pool. Its drop blocks, so it is
+    /// dropped off the async runtime.
+    pub fn pg_client(&self) -> Result<DropOffRuntime<postgres::Client>> {
+        let config = self.pg_config().ok_or(DbError::WrongBackend { wanted: "PostgreSQL" })?;
+        Ok(DropOffRuntime::new(config.connect(postgres::NoTls)?))
     }
 
     /// Run a read on a pooled connection, off the async runtime.
@@ -408,23 +354,19 @@ fn pg_message(e: &postgres::Error) -> String {
 }
 
 fn check_data_dir(dir: &Path) -> Result<()> {
-    let err = |reason: String| DbError::DataDir { path: dir.to_owned(), reason };
+    let err = |problem: &'static str, source: Option<std::io::Error>| DbError::DataDir {
+        path: dir.to_owned(),
+        problem,
+        source,
+    };
     if !dir.exists() {
-        std::fs::create_dir_all(dir).map_err(|e| err(format!("cannot create it: {e}")))?;
+        std::fs::create_dir_all(dir).map_err(|e| err("cannot create it", Some(e)))?;
     }
     if !dir.is_dir() {
-        return Err(err("exists but is not a directory".into()));
+        return Err(err("exists but is not a directory", None));
     }
     let probe = dir.join(".tradewire-write-test");
-    std::fs::write(&probe, b"ok").map_err(|e| err(format!("is not writable: {e}")))?;
+    std::fs::write(&probe, b"ok").map_err(|e| err("is not writable", Some(e)))?;
     let _ = std::fs::remove_file(probe);
     Ok(())
-}
-
-/// Milliseconds since the Unix epoch, now.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
 }

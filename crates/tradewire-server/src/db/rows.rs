@@ -6,7 +6,7 @@ use tradewire_protocol::Row;
 
 use super::catalog::{Column, ColumnKind, TableInfo};
 use super::sql::{Dialect, Sql};
-use super::{DbError, Result};
+use super::{DecodeError, Result};
 use crate::sql_params;
 
 /// A JSON-object expression over `columns`, as text. `prefix` is `NEW.`, `OLD.` or ``.
@@ -60,7 +60,7 @@ pub struct Rows {
 }
 
 pub(crate) fn parse_row(text: &str) -> Result<Row> {
-    serde_json::from_str(text).map_err(|e| DbError::Decode(format!("row JSON: {e}")))
+    Ok(serde_json::from_str(text).map_err(DecodeError::RowJson)?)
 }
 
 /// The owner's rows of `table` that pass `filter`, at most `limit`, newest kept. The filter

@@ -64,7 +64,7 @@ fn apply(conn: &mut dyn Sql, dialect: Dialect, list: &[&str]) -> Result<usize> {
         };
         conn.batch(&format!("BEGIN;\n{sql}\n{record}\nCOMMIT;")).map_err(|e| {
             let _ = conn.batch("ROLLBACK");
-            DbError::Migration { version, reason: e.to_string() }
+            DbError::Migration { version, source: Box::new(e) }
         })?;
         tracing::info!(version, "applied migration");
     }
@@ -84,5 +84,5 @@ pub fn epoch(conn: &mut dyn Sql) -> Result<String> {
     )?;
     // Another process may have won the race: read back what is stored.
     conn.text("SELECT value FROM tw_meta WHERE key = 'epoch'", &[])?
-        .ok_or_else(|| DbError::Decode("tw_meta has no epoch".into()))
+        .ok_or(DbError::Decode(super::DecodeError::NoEpoch))
 }

@@ -1,9 +1,10 @@
 //! Reference and demo data: instruments always; demo users, portfolios, bots and risk rows
 //! into an empty database when demo mode is on.
 
+use super::Result;
 use super::sql::Sql;
-use super::{Result, now_ms};
-use crate::auth::hash_password;
+use crate::clock::now_ms;
+use crate::credentials::hash_password;
 use crate::sql_params as params;
 
 /// The demo users and their passwords (stated in the README).

@@ -1,22 +1,76 @@
 //! The gateway: the transports clients connect with. `ws` (WebSocket), `sse` (Server-Sent
 //! Events) and `poll` (`/v1/changes`) all serve one [`session::Session`] model, so the
-//! guarantees (order, no gap between snapshot and live, isolation) are written once.
+//! guarantees (order, no gap between snapshot and live, isolation) are written once; how a
+//! subscription starts (snapshot, replay, now) is in [`start`].
 //!
 //! The gateway reads the change log through `changefeed` and receives live changes from
-//! the hub; it never writes to the database.
+//! the hub; it never writes to the database, and it does not depend on the REST API.
 
 pub mod limits;
 pub mod poll;
+pub mod selection;
 pub mod session;
 pub mod sse;
+pub mod start;
 pub mod ws;
 
-use tradewire_protocol::{From, Row};
+use std::sync::Arc;
+use std::time::Duration;
 
-use crate::error::ApiError;
+use axum::Router;
+use axum::extract::FromRef;
+use axum::routing::get;
+use tradewire_protocol::{From, Limits, Row};
+
+use crate::errors::ApiError;
+use crate::state::AppState;
+
+/// What the transports are told by the configuration.
+#[derive(Debug, Clone)]
+pub struct GatewaySettings {
+    /// Heartbeat interval of WebSocket and SSE streams.
+    pub heartbeat: Duration,
+    /// How long a WebSocket may take to send its `auth` frame.
+    pub auth_timeout: Duration,
+    /// Largest client frame, subscriptions and client frames per second per connection.
+    pub limits: Limits,
+    /// Most rows per topic in a snapshot (newest kept).
+    pub snapshot_max_rows: usize,
+}
+
+/// The transports' router state: the shared services plus the gateway's settings.
+#[derive(Clone)]
+pub struct Gateway {
+    app: AppState,
+    settings: Arc<GatewaySettings>,
+}
+
+impl Gateway {
+    pub fn app(&self) -> &AppState {
+        &self.app
+    }
+
+    pub fn settings(&self) -> &GatewaySettings {
+        &self.settings
+    }
+}
+
+impl FromRef<Gateway> for AppState {
+    fn from_ref(gateway: &Gateway) -> AppState {
+        gateway.app.clone()
+    }
+}
+
+pub fn router(app: AppState, settings: GatewaySettings) -> Router {
+    Router::new()
+        .route("/v1/ws", get(ws::handler))
+        .route("/v1/sse", get(sse::handler))
+        .route("/v1/changes", get(poll::handler))
+        .with_state(Gateway { app, settings: Arc::new(settings) })
+}
 
 /// Parse the `topics` (comma-separated) and `where` (JSON object) query parameters.
-pub fn parse_query_plan(
+pub fn parse_selection_query(
     topics: Option<&str>,
     filter: Option<&str>,
 ) -> Result<(Vec<String>, Option<Row>), ApiError> {

@@ -4,19 +4,18 @@
 //! concatenated, never re-serialized.
 
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tradewire_hub::Subscription;
-use tradewire_protocol::{ErrorCode, Position};
+use tradewire_protocol::Position;
 
-use super::parse_query_plan;
-use super::session::Plan;
-use crate::api::ApiQuery;
-use crate::api::auth::AuthUser;
-use crate::app::AppState;
+use super::parse_selection_query;
+use super::selection::Selection;
 use crate::changefeed::Resync;
-use crate::error::{ApiError, ApiResult};
+use crate::errors::{ApiError, ApiResult};
+use crate::http::{ApiQuery, AuthUser};
+use crate::state::AppState;
 
 const DEFAULT_LIMIT: usize = 500;
 const MAX_LIMIT: usize = 5000;
@@ -30,15 +29,6 @@ pub struct PollQuery {
     #[serde(rename = "where")]
     filter: Option<String>,
     limit: Option<usize>,
-}
-
-/// The 409 answer for a position that cannot be served.
-fn resync(since: &Position, reason: Resync) -> ApiError {
-    ApiError::new(
-        StatusCode::CONFLICT,
-        ErrorCode::ResyncRequired,
-        format!("position {since} cannot be served ({}); subscribe again with a snapshot", reason.reason()),
-    )
 }
 
 pub async fn handler(
@@ -58,16 +48,19 @@ pub async fn handler(
     if limit == 0 || limit > MAX_LIMIT {
         return Err(ApiError::bad_request(format!("`limit` is 1 to {MAX_LIMIT}")));
     }
-    let (topics, filter) = parse_query_plan(q.topics.as_deref(), q.filter.as_deref())?;
-    let plan = Plan::new(state.db.catalog(), None, &topics, filter.as_ref())
-        .map_err(|r| ApiError::new(StatusCode::BAD_REQUEST, r.code, r.message))?;
-    let log = &state.log;
+    let (topics, filter) = parse_selection_query(q.topics.as_deref(), q.filter.as_deref())?;
+    let selection = Selection::new(state.catalog(), None, &topics, filter.as_ref())?;
+    let log = state.log();
     let head = match log.check_from(&user.id, &since).await? {
         Ok(head) => head,
-        Err(reason) => return Err(resync(&since, reason)),
+        Err(reason) => return Err(ApiError::resync(&since, reason)),
     };
-    let mut sub =
-        Subscription { id: "poll".into(), topics: plan.topics, filter: plan.filter, after: since.seq };
+    let mut sub = Subscription {
+        id: "poll".into(),
+        topics: selection.topics,
+        filter: selection.filter,
+        after: since.seq,
+    };
     let mut body = Vec::with_capacity(4096);
     body.extend_from_slice(b"{\"events\":[");
     let mut count = 0;
@@ -79,7 +72,7 @@ pub async fn handler(
         }
         if batch[0].seq != scanned + 1 {
             // Pruned while we read: never answer with a gap.
-            return Err(resync(&since, Resync::HistoryExpired));
+            return Err(ApiError::resync(&since, Resync::HistoryExpired));
         }
         for change in &batch {
             if change.seq > head {

@@ -4,6 +4,7 @@
 //! their id, so a filtered stream's resume point advances too.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -15,13 +16,12 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 use tradewire_protocol::{From, ServerFrame};
 
-use super::session::{Out, Output, Plan, Session, Stop};
-use super::{parse_from, parse_query_plan};
-use crate::api::ApiQuery;
-use crate::api::auth::bearer_token;
-use crate::app::AppState;
-use crate::db::now_ms;
-use crate::error::{ApiError, ApiResult};
+use super::selection::Selection;
+use super::session::{Outgoing, Session, Transport};
+use super::{Gateway, parse_from, parse_selection_query};
+use crate::clock::now_ms;
+use crate::errors::{ApiError, ApiResult, StreamEnd};
+use crate::http::{ApiQuery, request_token};
 
 /// The subscription id SSE frames carry.
 const SSE_SUB: &str = "sse";
@@ -36,13 +36,14 @@ pub struct SseQuery {
     token: Option<String>,
 }
 
-struct SseOut {
+/// The writing end of an SSE stream: the response body reads from `tx`'s receiver.
+struct SseTransport {
     tx: mpsc::Sender<Event>,
 }
 
-impl SseOut {
-    async fn push(&self, event: Event) -> Result<(), Stop> {
-        self.tx.send(event).await.map_err(|_| Stop::Gone)
+impl SseTransport {
+    async fn push(&self, event: Event) -> Result<(), StreamEnd> {
+        self.tx.send(event).await.map_err(|_| StreamEnd::Gone)
     }
 }
 
@@ -57,26 +58,32 @@ fn frame_event(frame: &ServerFrame) -> Event {
     Event::default().event(name).data(frame.to_json())
 }
 
-impl Output for SseOut {
-    async fn send(&mut self, out: Out<'_>) -> Result<(), Stop> {
+impl Transport for SseTransport {
+    fn peer_gone(&self) -> impl Future<Output = ()> + Send + 'static {
+        // The response body was dropped: the client is gone.
+        let tx = self.tx.clone();
+        async move { tx.closed().await }
+    }
+
+    async fn send(&mut self, out: Outgoing<'_>) -> Result<(), StreamEnd> {
         let event = match out {
             // SSE has no `subscribed`: the stream itself is the subscription.
-            Out::Frame(ServerFrame::Subscribed { .. }) => return Ok(()),
-            Out::Frame(frame) => frame_event(&frame),
-            Out::Market(msg) => {
+            Outgoing::Frame(ServerFrame::Subscribed { .. }) => return Ok(()),
+            Outgoing::Frame(frame) => frame_event(&frame),
+            Outgoing::Market(msg) => {
                 metrics::counter!("tradewire_market_delivered_total").increment(1);
                 Event::default()
                     .event("market")
-                    .data(std::str::from_utf8(&msg.frame).map_err(|_| Stop::Gone)?)
+                    .data(std::str::from_utf8(&msg.frame).map_err(|_| StreamEnd::Gone)?)
             }
-            Out::Event { change, .. } => {
+            Outgoing::Event { change, .. } => {
                 metrics::counter!("tradewire_events_delivered_total").increment(1);
                 let body = change.body();
                 let name = change.events.first().copied().unwrap_or(change.op.as_str());
                 Event::default()
                     .id(format!("{}:{}", change.epoch, change.seq))
                     .event(name)
-                    .data(std::str::from_utf8(&body).map_err(|_| Stop::Gone)?)
+                    .data(std::str::from_utf8(&body).map_err(|_| StreamEnd::Gone)?)
             }
         };
         self.push(event).await
@@ -84,45 +91,44 @@ impl Output for SseOut {
 }
 
 pub async fn handler(
-    State(state): State<AppState>,
+    State(gateway): State<Gateway>,
     ApiQuery(q): ApiQuery<SseQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let token = bearer_token(&headers)
-        .map(str::to_owned)
-        .or(q.token)
-        .ok_or_else(|| ApiError::unauthorized("missing token"))?;
-    let claims = state.tokens.verify(&token).map_err(|e| ApiError::unauthorized(e.to_string()))?;
-    let (topics, filter) = parse_query_plan(q.topics.as_deref(), q.filter.as_deref())?;
-    let plan = Plan::new(state.db.catalog(), Some(&state.market), &topics, filter.as_ref())
-        .map_err(|r| ApiError::new(axum::http::StatusCode::BAD_REQUEST, r.code, r.message))?;
+    let app = gateway.app().clone();
+    let token = request_token(&headers, q.token).ok_or_else(|| ApiError::unauthorized("missing token"))?;
+    let claims = app.tokens().verify(&token)?;
+    let (topics, filter) = parse_selection_query(q.topics.as_deref(), q.filter.as_deref())?;
+    let selection = Selection::new(app.catalog(), Some(app.market_bus()), &topics, filter.as_ref())?;
     let last_event_id = headers.get("last-event-id").and_then(|v| v.to_str().ok());
     let from = match last_event_id.or(q.from.as_deref()) {
         Some(text) => parse_from(text)?,
         None => From::Snapshot,
     };
-    let session = Session::open(state.clone(), &claims.sub).await?;
+    let session = Session::open(gateway.clone(), &claims.sub).await?;
     let (tx, rx) = mpsc::channel::<Event>(256);
     let span = tracing::info_span!("sse", user = %claims.name, session = session.id());
-    state.tracker.spawn(stream(state.clone(), session, plan, from, SseOut { tx }).instrument(span));
+    let heartbeat = gateway.settings().heartbeat;
+    app.tracker().spawn(stream(gateway, session, selection, from, SseTransport { tx }).instrument(span));
     let events =
         futures::stream::unfold(
             rx,
             |mut rx| async move { rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx)) },
         );
-    let keep_alive = KeepAlive::new().interval(state.config.heartbeat());
+    let keep_alive = KeepAlive::new().interval(heartbeat);
     Ok(Sse::new(events).keep_alive(keep_alive).into_response())
 }
 
-async fn stream(state: AppState, mut session: Session, plan: Plan, from: From, mut out: SseOut) {
+async fn stream(
+    gateway: Gateway,
+    mut session: Session,
+    selection: Selection,
+    from: From,
+    mut out: SseTransport,
+) {
     metrics::gauge!("tradewire_connections", "transport" => "sse").increment(1.0);
-    let end = serve(&state, &mut session, plan, from, &mut out).await;
-    let code = match end {
-        Stop::SlowConsumer => Some("slow_consumer"),
-        Stop::Shutdown => Some("going_away"),
-        Stop::Gone => None,
-    };
-    if let Some(code) = code {
+    let end = serve(&gateway, &mut session, selection, from, &mut out).await;
+    if let Some(code) = end.sse_close() {
         // Tell the client why the stream ends; it resumes with Last-Event-ID.
         let data = serde_json::json!({"op": "close", "code": code}).to_string();
         let _ = tokio::time::timeout(
@@ -134,40 +140,44 @@ async fn stream(state: AppState, mut session: Session, plan: Plan, from: From, m
     metrics::gauge!("tradewire_connections", "transport" => "sse").decrement(1.0);
 }
 
-async fn serve(state: &AppState, session: &mut Session, plan: Plan, from: From, out: &mut SseOut) -> Stop {
-    let shutdown = state.sessions_close.clone();
+async fn serve(
+    gateway: &Gateway,
+    session: &mut Session,
+    selection: Selection,
+    from: From,
+    out: &mut SseTransport,
+) -> StreamEnd {
+    let shutdown = gateway.app().sessions_close().clone();
     let overflowed = session.queue().overflowed();
     tokio::pin!(overflowed);
     let subscribe = async {
-        match session.subscribe(SSE_SUB, plan, from, out).await {
+        match session.subscribe(SSE_SUB, selection, from, out).await {
             Ok(Ok(())) => None,
             Ok(Err(rejection)) => {
-                let _ = out.send(Out::Frame(rejection.frame(Some(SSE_SUB)))).await;
-                Some(Stop::Gone)
+                let _ = out.send(Outgoing::Frame(rejection.frame(Some(SSE_SUB)))).await;
+                Some(StreamEnd::Gone)
             }
             Err(stop) => Some(stop),
         }
     };
     tokio::select! {
         r = subscribe => if let Some(stop) = r { return stop },
-        () = shutdown.cancelled() => return Stop::Shutdown,
-        () = &mut overflowed => return Stop::SlowConsumer,
+        () = shutdown.cancelled() => return StreamEnd::Shutdown,
+        () = &mut overflowed => return StreamEnd::SlowConsumer,
     }
     if session.subscriptions() == 0 {
         // resync_required was sent: the stream has nothing more to say.
-        return Stop::Gone;
+        return StreamEnd::Gone;
     }
     let market = session.market_inbox();
-    let mut heartbeat = tokio::time::interval_at(
-        tokio::time::Instant::now() + state.config.heartbeat(),
-        state.config.heartbeat(),
-    );
+    let every = gateway.settings().heartbeat;
+    let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     loop {
         let step = tokio::select! {
             biased;
-            () = shutdown.cancelled() => Err(Stop::Shutdown),
-            () = &mut overflowed => Err(Stop::SlowConsumer),
-            () = out.tx.closed() => Err(Stop::Gone),
+            () = shutdown.cancelled() => Err(StreamEnd::Shutdown),
+            () = &mut overflowed => Err(StreamEnd::SlowConsumer),
+            () = out.tx.closed() => Err(StreamEnd::Gone),
             _ = heartbeat.tick() => {
                 let position = session.position();
                 let hb = ServerFrame::Heartbeat { position: position.clone(), ts: now_ms() };
@@ -176,7 +186,7 @@ async fn serve(state: &AppState, session: &mut Session, plan: Plan, from: From, 
             () = market.ready() => {
                 let mut r = Ok(());
                 for msg in market.take() {
-                    r = out.send(Out::Market(&msg)).await;
+                    r = out.send(Outgoing::Market(&msg)).await;
                     if r.is_err() {
                         break;
                     }
@@ -187,10 +197,10 @@ async fn serve(state: &AppState, session: &mut Session, plan: Plan, from: From, 
                 Some(change) => {
                     tokio::select! {
                         r = session.deliver(&change, out) => r,
-                        () = &mut overflowed => Err(Stop::SlowConsumer),
+                        () = &mut overflowed => Err(StreamEnd::SlowConsumer),
                     }
                 }
-                None => Err(Stop::Gone),
+                None => Err(StreamEnd::Gone),
             },
         };
         if let Err(stop) = step {

@@ -21,15 +21,16 @@ use tokio_util::sync::WaitForCancellationFutureOwned;
 use tracing::Instrument;
 
 use tradewire_hub::{Change, Inbox};
-use tradewire_protocol::{ClientFrame, CloseCode, ErrorCode, From, Limits, ServerFrame};
+use tradewire_protocol::{ClientFrame, CloseCode, ErrorCode, From, ServerFrame};
 
-use super::limits::RateLimiter;
-use super::session::{Out, Output, Plan, Session, Stop};
-use crate::api::ApiQuery;
-use crate::api::auth::bearer_token;
-use crate::app::AppState;
-use crate::auth::{Claims, TokenError};
-use crate::db::now_ms;
+use super::Gateway;
+use super::limits::{RateLimiter, Verdict};
+use super::selection::Selection;
+use super::session::{Outgoing, Session, Transport};
+use crate::clock::now_ms;
+use crate::credentials::{Claims, TokenError};
+use crate::errors::{StreamEnd, read_error_close_code};
+use crate::http::{ApiQuery, request_token};
 
 /// How long a close frame may take to leave before the connection is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -49,18 +50,18 @@ pub struct WsQuery {
 }
 
 pub async fn handler(
-    State(state): State<AppState>,
+    State(gateway): State<Gateway>,
     ApiQuery(q): ApiQuery<WsQuery>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let token = bearer_token(&headers).map(str::to_owned).or(q.token);
-    let max = state.config.max_frame_bytes;
-    let tracker = state.tracker.clone();
+    let token = request_token(&headers, q.token);
+    let max = gateway.settings().limits.max_frame_bytes;
+    let tracker = gateway.app().tracker().clone();
     // Buffers are sized for many idle connections: tungstenite's defaults (128 KiB each
     // way) would cost a quarter of a megabyte per connection. Reads start at 1 KiB and grow
     // when a frame needs it. The write buffer starts empty; it only fills while a batch of
-    // messages is written (see `WsOut::batch`), up to WRITE_BATCH_BYTES before it goes out.
+    // messages is written (see `WsTransport::batch`), up to WRITE_BATCH_BYTES before it goes out.
     let ws = ws
         .max_message_size(max)
         .max_frame_size(max)
@@ -69,29 +70,33 @@ pub async fn handler(
     ws.on_upgrade(move |socket: WebSocket| {
         let span = tracing::info_span!("ws", user = tracing::field::Empty, session = tracing::field::Empty);
         let (sink, stream) = socket.split();
-        tracker.track_future(connection(state, sink, stream, token).instrument(span))
+        tracker.track_future(connection(gateway, sink, stream, token).instrument(span))
     })
 }
 
 /// Why a frame from the client could not be used.
-enum Bad {
+enum FrameError {
     /// Not JSON at all (or binary): a protocol violation, close 4400.
     Violation,
     /// JSON, but not a valid request: an error frame, the connection stays.
     Request(Option<String>, ErrorCode, String),
 }
 
-fn parse_frame(text: &str) -> Result<ClientFrame, Bad> {
-    let value: Value = serde_json::from_str(text).map_err(|_| Bad::Violation)?;
+fn parse_frame(text: &str) -> Result<ClientFrame, FrameError> {
+    let value: Value = serde_json::from_str(text).map_err(|_| FrameError::Violation)?;
     let Some(obj) = value.as_object() else {
-        return Err(Bad::Request(None, ErrorCode::BadRequest, "a frame is a JSON object with \"op\"".into()));
+        return Err(FrameError::Request(
+            None,
+            ErrorCode::BadRequest,
+            "a frame is a JSON object with \"op\"".into(),
+        ));
     };
     let id = obj.get("id").and_then(Value::as_str).map(|s| s.chars().take(64).collect::<String>());
     let Some(op) = obj.get("op").and_then(Value::as_str) else {
-        return Err(Bad::Request(id, ErrorCode::BadRequest, "a frame needs a string \"op\"".into()));
+        return Err(FrameError::Request(id, ErrorCode::BadRequest, "a frame needs a string \"op\"".into()));
     };
     if !ClientFrame::OPS.contains(&op) {
-        return Err(Bad::Request(
+        return Err(FrameError::Request(
             id,
             ErrorCode::UnknownOp,
             format!(
@@ -101,7 +106,7 @@ fn parse_frame(text: &str) -> Result<ClientFrame, Bad> {
             ),
         ));
     }
-    serde_json::from_value(value).map_err(|e| Bad::Request(id, ErrorCode::BadRequest, e.to_string()))
+    serde_json::from_value(value).map_err(|e| FrameError::Request(id, ErrorCode::BadRequest, e.to_string()))
 }
 
 fn text(frame: &ServerFrame) -> Message {
@@ -109,7 +114,7 @@ fn text(frame: &ServerFrame) -> Message {
 }
 
 /// The writing half, with the session's overflow signal and the server's shutdown.
-struct WsOut<K> {
+struct WsTransport<K> {
     sink: K,
     /// While set, messages are queued in the write buffer and go out at `flush` (one
     /// system call for many messages); otherwise each is flushed at once.
@@ -123,11 +128,11 @@ struct WsOut<K> {
     events_delivered: metrics::Counter,
 }
 
-impl<K> WsOut<K>
+impl<K> WsTransport<K>
 where
     K: Sink<Message> + Unpin + Send,
 {
-    async fn write(&mut self, msg: Message) -> Result<(), Stop> {
+    async fn write(&mut self, msg: Message) -> Result<(), StreamEnd> {
         let batch = self.batch;
         let sink = &mut self.sink;
         let write = async move { if batch { sink.feed(msg).await } else { sink.send(msg).await } };
@@ -135,7 +140,7 @@ where
     }
 
     /// Write out what a batch gathered.
-    async fn flush(&mut self) -> Result<(), Stop> {
+    async fn flush(&mut self) -> Result<(), StreamEnd> {
         Self::race(self.sink.flush(), &mut self.overflowed, &mut self.shutdown).await
     }
 
@@ -146,15 +151,15 @@ where
         io: impl Future<Output = Result<(), E>>,
         overflowed: &mut Pin<Box<WaitForCancellationFutureOwned>>,
         shutdown: &mut Pin<Box<WaitForCancellationFutureOwned>>,
-    ) -> Result<(), Stop> {
+    ) -> Result<(), StreamEnd> {
         let mut io = pin!(io);
         if let Poll::Ready(r) = futures::poll!(io.as_mut()) {
-            return r.map_err(|_| Stop::Gone);
+            return r.map_err(|_| StreamEnd::Gone);
         }
         tokio::select! {
-            r = io => r.map_err(|_| Stop::Gone),
-            () = overflowed => Err(Stop::SlowConsumer),
-            () = shutdown => Err(Stop::Shutdown),
+            r = io => r.map_err(|_| StreamEnd::Gone),
+            () = overflowed => Err(StreamEnd::SlowConsumer),
+            () = shutdown => Err(StreamEnd::Shutdown),
         }
     }
 
@@ -171,22 +176,28 @@ where
     }
 }
 
-impl<K> Output for WsOut<K>
+impl<K> Transport for WsTransport<K>
 where
     K: Sink<Message> + Unpin + Send,
 {
-    async fn send(&mut self, out: Out<'_>) -> Result<(), Stop> {
+    /// A WebSocket tells only by reading, and the connection loop reads frames in order:
+    /// a peer that left is noticed when a write fails or the loop reads again.
+    fn peer_gone(&self) -> impl Future<Output = ()> + Send + 'static {
+        std::future::pending()
+    }
+
+    async fn send(&mut self, out: Outgoing<'_>) -> Result<(), StreamEnd> {
         let msg = match out {
-            Out::Frame(frame) => text(&frame),
-            Out::Market(msg) => {
+            Outgoing::Frame(frame) => text(&frame),
+            Outgoing::Market(msg) => {
                 self.market_delivered.increment(1);
-                Message::Text(Utf8Bytes::try_from(msg.frame.clone()).map_err(|_| Stop::Gone)?)
+                Message::Text(Utf8Bytes::try_from(msg.frame.clone()).map_err(|_| StreamEnd::Gone)?)
             }
-            Out::Event { sub, change } => {
+            Outgoing::Event { sub, change } => {
                 self.events_delivered.increment(1);
                 let bytes = change.ws_frame(sub);
                 // The frame is serde_json output plus an id that serde_json encoded: UTF-8.
-                Message::Text(Utf8Bytes::try_from(bytes).map_err(|_| Stop::Gone)?)
+                Message::Text(Utf8Bytes::try_from(bytes).map_err(|_| StreamEnd::Gone)?)
             }
         };
         self.write(msg).await
@@ -194,14 +205,18 @@ where
 }
 
 /// Authenticate from the token given at upgrade, or from the first frame.
-async fn authenticate<S>(state: &AppState, stream: &mut S, token: Option<String>) -> Result<Claims, CloseCode>
+async fn authenticate<S>(
+    gateway: &Gateway,
+    stream: &mut S,
+    token: Option<String>,
+) -> Result<Claims, CloseCode>
 where
     S: Stream<Item = Result<Message, axum::Error>> + Unpin,
 {
     let token = match token {
         Some(t) => t,
         None => {
-            let wait = Duration::from_millis(state.config.auth_timeout_ms);
+            let wait = gateway.settings().auth_timeout;
             let first = tokio::time::timeout(wait, async {
                 loop {
                     match stream.next().await {
@@ -221,7 +236,7 @@ where
             }
         }
     };
-    state.tokens.verify(&token).map_err(|_| CloseCode::Unauthorized)
+    gateway.app().tokens().verify(&token).map_err(|_| CloseCode::Unauthorized)
 }
 
 fn expiry(claims: &Claims) -> Instant {
@@ -230,23 +245,23 @@ fn expiry(claims: &Claims) -> Instant {
 }
 
 /// One WebSocket connection, from upgrade to close.
-pub async fn connection<K, S>(state: AppState, sink: K, mut stream: S, token: Option<String>)
+pub async fn connection<K, S>(gateway: Gateway, sink: K, mut stream: S, token: Option<String>)
 where
     K: Sink<Message> + Unpin + Send,
     S: Stream<Item = Result<Message, axum::Error>> + Unpin + Send,
 {
     metrics::gauge!("tradewire_connections", "transport" => "ws").increment(1.0);
-    let mut out = WsOut {
+    let mut out = WsTransport {
         sink,
         batch: false,
         overflowed: Box::pin(tokio_util::sync::CancellationToken::new().cancelled_owned()),
-        shutdown: Box::pin(state.sessions_close.child_token().cancelled_owned()),
+        shutdown: Box::pin(gateway.app().sessions_close().child_token().cancelled_owned()),
         market_delivered: metrics::counter!("tradewire_market_delivered_total"),
         events_delivered: metrics::counter!("tradewire_events_delivered_total"),
     };
-    let code = match authenticate(&state, &mut stream, token).await {
+    let code = match authenticate(&gateway, &mut stream, token).await {
         Err(code) => code,
-        Ok(claims) => run(&state, &mut out, &mut stream, claims).await,
+        Ok(claims) => run(&gateway, &mut out, &mut stream, claims).await,
     };
     if code != CloseCode::Normal {
         out.close(code).await;
@@ -265,14 +280,19 @@ where
     metrics::gauge!("tradewire_connections", "transport" => "ws").decrement(1.0);
 }
 
-async fn run<K, S>(state: &AppState, out: &mut WsOut<K>, stream: &mut S, mut claims: Claims) -> CloseCode
+async fn run<K, S>(
+    gateway: &Gateway,
+    out: &mut WsTransport<K>,
+    stream: &mut S,
+    mut claims: Claims,
+) -> CloseCode
 where
     K: Sink<Message> + Unpin + Send,
     S: Stream<Item = Result<Message, axum::Error>> + Unpin + Send,
 {
     let span = tracing::Span::current();
     span.record("user", claims.name.as_str());
-    let mut session = match Session::open(state.clone(), &claims.sub).await {
+    let mut session = match Session::open(gateway.clone(), &claims.sub).await {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, "cannot open session");
@@ -281,41 +301,37 @@ where
     };
     span.record("session", session.id());
     out.overflowed = Box::pin(session.queue().overflowed());
-    let cfg = &state.config;
+    let cfg = gateway.settings();
     let welcome = ServerFrame::Welcome {
-        session: format!("{}-{}", state.instance, session.id()),
+        session: format!("{}-{}", gateway.app().instance(), session.id()),
         user_id: claims.sub.clone(),
         position: session.position(),
-        heartbeat_ms: cfg.heartbeat().as_millis() as u64,
-        limits: Limits {
-            max_frame_bytes: cfg.max_frame_bytes,
-            max_subscriptions: cfg.max_subscriptions,
-            max_messages_per_second: cfg.max_messages_per_second,
-        },
+        heartbeat_ms: cfg.heartbeat.as_millis() as u64,
+        limits: cfg.limits.clone(),
     };
-    if let Err(stop) = out.send(Out::Frame(welcome)).await {
-        return stop_code(stop);
+    if let Err(stop) = out.send(Outgoing::Frame(welcome)).await {
+        return stop.close_code();
     }
-    let mut heartbeat = tokio::time::interval_at(Instant::now() + cfg.heartbeat(), cfg.heartbeat());
+    let mut heartbeat = tokio::time::interval_at(Instant::now() + cfg.heartbeat, cfg.heartbeat);
     let mut expires: Pin<Box<Sleep>> = Box::pin(tokio::time::sleep_until(expiry(&claims)));
-    let mut limiter = RateLimiter::new(cfg.max_messages_per_second);
+    let mut limiter = RateLimiter::new(cfg.limits.max_messages_per_second);
     let market = session.market_inbox();
     loop {
         let step = tokio::select! {
             biased;
-            () = &mut out.shutdown => Err(Stop::Shutdown),
-            () = &mut out.overflowed => Err(Stop::SlowConsumer),
+            () = &mut out.shutdown => Err(StreamEnd::Shutdown),
+            () = &mut out.overflowed => Err(StreamEnd::SlowConsumer),
             () = &mut expires => return CloseCode::TokenExpired,
             _ = heartbeat.tick() => {
                 let hb = ServerFrame::Heartbeat { position: session.position(), ts: now_ms() };
                 match out.write(Message::Ping(Default::default())).await {
-                    Ok(()) => out.send(Out::Frame(hb)).await,
+                    Ok(()) => out.send(Outgoing::Frame(hb)).await,
                     Err(e) => Err(e),
                 }
             }
             change = session.queue().recv() => match change {
                 Some(change) => deliver_batch(&mut session, change, out).await,
-                None => Err(Stop::Gone),
+                None => Err(StreamEnd::Gone),
             },
             () = market.ready() => {
                 out.batch = true;
@@ -329,7 +345,7 @@ where
             msg = stream.next() => {
                 let msg = match msg {
                     None | Some(Ok(Message::Close(_))) => return CloseCode::Normal,
-                    Some(Err(e)) => return read_error_code(&e),
+                    Some(Err(e)) => return read_error_close_code(&e),
                     Some(Ok(m)) => m,
                 };
                 let text = match msg {
@@ -338,27 +354,27 @@ where
                     Message::Ping(_) | Message::Pong(_) | Message::Close(_) => continue,
                 };
                 match limiter.check() {
-                    super::limits::Verdict::Allow => {}
-                    super::limits::Verdict::Reject { first } => {
+                    Verdict::Allow => {}
+                    Verdict::Reject { first } => {
                         if first {
-                            let f = ServerFrame::error(None, ErrorCode::RateLimited, format!("more than {} frames per second; frames are being dropped", cfg.max_messages_per_second));
-                            if let Err(stop) = out.send(Out::Frame(f)).await { return stop_code(stop); }
+                            let f = ServerFrame::error(None, ErrorCode::RateLimited, format!("more than {} frames per second; frames are being dropped", cfg.limits.max_messages_per_second));
+                            if let Err(end) = out.send(Outgoing::Frame(f)).await { return end.close_code(); }
                         }
                         continue;
                     }
-                    super::limits::Verdict::Close => return CloseCode::RateLimited,
+                    Verdict::Close => return CloseCode::RateLimited,
                 }
                 let frame = match parse_frame(&text) {
                     Ok(f) => f,
-                    Err(Bad::Violation) => return CloseCode::ProtocolViolation,
-                    Err(Bad::Request(id, code, message)) => {
-                        if let Err(stop) = out.send(Out::Frame(ServerFrame::error(id.as_deref(), code, message))).await {
-                            return stop_code(stop);
+                    Err(FrameError::Violation) => return CloseCode::ProtocolViolation,
+                    Err(FrameError::Request(id, code, message)) => {
+                        if let Err(stop) = out.send(Outgoing::Frame(ServerFrame::error(id.as_deref(), code, message))).await {
+                            return stop.close_code();
                         }
                         continue;
                     }
                 };
-                match handle(state, &mut session, out, frame, &mut claims).await {
+                match handle(gateway, &mut session, out, frame, &mut claims).await {
                     Ok(Some(code)) => return code,
                     Ok(None) => {
                         expires.as_mut().reset(expiry(&claims));
@@ -369,14 +385,18 @@ where
             }
         };
         if let Err(stop) = step {
-            return stop_code(stop);
+            return stop.close_code();
         }
     }
 }
 
 /// Deliver `first` and whatever else is already queued (up to a batch), then write them
 /// out together.
-async fn deliver_batch<K>(session: &mut Session, first: Arc<Change>, out: &mut WsOut<K>) -> Result<(), Stop>
+async fn deliver_batch<K>(
+    session: &mut Session,
+    first: Arc<Change>,
+    out: &mut WsTransport<K>,
+) -> Result<(), StreamEnd>
 where
     K: Sink<Message> + Unpin + Send,
 {
@@ -392,49 +412,27 @@ where
 }
 
 /// Send what the market inbox holds: at most one message per subscribed topic.
-async fn send_market<O: Output>(inbox: &Inbox, out: &mut O) -> Result<(), Stop> {
+async fn send_market<T: Transport>(inbox: &Inbox, out: &mut T) -> Result<(), StreamEnd> {
     for msg in inbox.take() {
-        out.send(Out::Market(&msg)).await?;
+        out.send(Outgoing::Market(&msg)).await?;
     }
     Ok(())
 }
 
-fn stop_code(stop: Stop) -> CloseCode {
-    match stop {
-        Stop::Gone => CloseCode::Normal,
-        Stop::SlowConsumer => CloseCode::SlowConsumer,
-        Stop::Shutdown => CloseCode::GoingAway,
-    }
-}
-
-/// A read error: an oversized frame is 1009, anything else ends the connection quietly.
-fn read_error_code(e: &axum::Error) -> CloseCode {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = source {
-        let text = err.to_string();
-        if text.contains("too long") || text.contains("Space limit exceeded") {
-            return CloseCode::MessageTooBig;
-        }
-        source = err.source();
-    }
-    tracing::debug!(error = %e, "websocket read failed");
-    CloseCode::Normal
-}
-
 /// Handle one client op. `Ok(Some(code))` closes the connection.
 async fn handle<K>(
-    state: &AppState,
+    gateway: &Gateway,
     session: &mut Session,
-    out: &mut WsOut<K>,
+    out: &mut WsTransport<K>,
     frame: ClientFrame,
     claims: &mut Claims,
-) -> Result<Option<CloseCode>, Stop>
+) -> Result<Option<CloseCode>, StreamEnd>
 where
     K: Sink<Message> + Unpin + Send,
 {
     match frame {
-        ClientFrame::Ping { ts } => out.send(Out::Frame(ServerFrame::Pong { ts })).await?,
-        ClientFrame::Auth { token } => match state.tokens.verify(&token) {
+        ClientFrame::Ping { ts } => out.send(Outgoing::Frame(ServerFrame::Pong { ts })).await?,
+        ClientFrame::Auth { token } => match gateway.app().tokens().verify(&token) {
             Ok(fresh) if fresh.sub == claims.sub => *claims = fresh,
             Ok(_) => return Ok(Some(CloseCode::Forbidden)),
             Err(e) => {
@@ -442,7 +440,7 @@ where
                     TokenError::Expired => "token expired; the connection keeps its current token",
                     TokenError::Invalid => "token invalid; the connection keeps its current token",
                 };
-                out.send(Out::Frame(ServerFrame::error(None, ErrorCode::Unauthorized, msg))).await?;
+                out.send(Outgoing::Frame(ServerFrame::error(None, ErrorCode::Unauthorized, msg))).await?;
             }
         },
         ClientFrame::Unsubscribe { id } => {
@@ -451,15 +449,19 @@ where
             } else {
                 ServerFrame::error(Some(&id), ErrorCode::BadRequest, format!("no subscription {id:?}"))
             };
-            out.send(Out::Frame(frame)).await?;
+            out.send(Outgoing::Frame(frame)).await?;
         }
         ClientFrame::Subscribe { id, topics, filter, from } => {
-            let result = match Plan::new(state.db.catalog(), Some(&state.market), &topics, filter.as_ref()) {
-                Ok(plan) => session.subscribe(&id, plan, from.unwrap_or(From::Snapshot), out).await?,
+            let app = gateway.app();
+            let result = match Selection::new(app.catalog(), Some(app.market_bus()), &topics, filter.as_ref())
+            {
+                Ok(selection) => {
+                    session.subscribe(&id, selection, from.unwrap_or(From::Snapshot), out).await?
+                }
                 Err(rejection) => Err(rejection),
             };
             if let Err(rejection) = result {
-                out.send(Out::Frame(rejection.frame(Some(&id)))).await?;
+                out.send(Outgoing::Frame(rejection.frame(Some(&id)))).await?;
             }
         }
     }

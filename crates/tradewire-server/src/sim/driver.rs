@@ -10,9 +10,10 @@ use tradewire_hub::{MarketBus, MarketKind, MarketMessage};
 use tradewire_sim::{Bot, Effect, InitialState, MarketEvent, Portfolio, Risk, SimConfig, Simulator};
 
 use super::{Command, Refusal, persist};
+use crate::clock::now_ms;
 use crate::db::rows::scan_all_rows;
-use crate::db::{Db, DbError, Sql, now_ms};
-use crate::market::MarketView;
+use crate::db::{Db, DbError, Sql};
+use crate::market_source::MarketView;
 use crate::sql_params;
 
 /// How the simulator runs.

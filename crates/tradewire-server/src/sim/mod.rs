@@ -13,9 +13,9 @@ mod persist;
 
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
-use tradewire_sim::{Denied, Direction, NewOrder};
+use tradewire_sim::{Denied, DenyReason, Direction, NewOrder};
 
-use crate::market::{MarketSource, MarketView, SourceUnavailable};
+use crate::market_source::{MarketSource, MarketView, SourceUnavailable};
 
 pub use driver::{SimSettings, run};
 
@@ -55,8 +55,8 @@ pub enum Command {
 /// Why the simulator did not do what was asked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
-    /// A pre-trade check failed (the reason is one of the simulator's deny reasons).
-    Denied { reason: String, message: String },
+    /// A pre-trade check failed.
+    Denied { reason: DenyReason, message: String },
     /// No such bot, order or position of this user.
     NotFound(String),
     /// The simulator is not running (shut down or failed).
@@ -70,14 +70,7 @@ impl From<Denied> for Refusal {
             UnknownPortfolio | UnknownSymbol | UnknownBot | UnknownOrder | UnknownPosition => {
                 Refusal::NotFound(d.message)
             }
-            reason => Refusal::Denied {
-                // The snake_case name the simulator gives each reason.
-                reason: serde_json::to_value(reason)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_else(|| "denied".into()),
-                message: d.message,
-            },
+            reason => Refusal::Denied { reason, message: d.message },
         }
     }
 }

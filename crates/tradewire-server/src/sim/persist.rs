@@ -6,7 +6,7 @@ use serde_json::Value;
 use tradewire_sim::Effect;
 
 use crate::db::sql::Param;
-use crate::db::{Catalog, Db, DbError, Sql};
+use crate::db::{Catalog, CatalogError, Db, DbError, DecodeError, Sql};
 
 fn sql_value(v: &Value) -> Param {
     match v {
@@ -25,18 +25,16 @@ fn sql_value(v: &Value) -> Param {
 
 /// Upsert one row of `table`; its keys must be columns of the captured table.
 fn upsert(tx: &mut dyn Sql, catalog: &Catalog, table: &str, row: &Value) -> Result<(), DbError> {
-    let info = catalog.by_table(table).ok_or_else(|| DbError::Catalog {
-        table: table.into(),
-        reason: "the simulator wrote a table that is not captured".into(),
-    })?;
+    let err = |problem| DbError::Catalog { table: table.into(), problem };
+    let info = catalog.by_table(table).ok_or_else(|| err(CatalogError::NoSuchTable))?;
     let Value::Object(row) = row else {
-        return Err(DbError::Catalog {
-            table: table.into(),
-            reason: "an effect row is not an object".into(),
-        });
+        return Err(DbError::Decode(DecodeError::Shape {
+            what: "a simulator effect",
+            columns: info.columns.len(),
+        }));
     };
     if let Some(bad) = row.keys().find(|k| !info.has_column(k)) {
-        return Err(DbError::Catalog { table: table.into(), reason: format!("no column {bad:?}") });
+        return Err(err(CatalogError::NoColumn { column: bad.clone() }));
     }
     let cols: Vec<&str> = row.keys().map(String::as_str).collect();
     let quoted: Vec<String> = cols.iter().map(|c| format!("\"{c}\"")).collect();

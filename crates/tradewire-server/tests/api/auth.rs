@@ -89,7 +89,7 @@ fn bad_tokens(app: &TestApp) -> Vec<(&'static str, String)> {
         ("malformed with three parts", "a.b.c".to_owned()),
         ("tampered: alice's signature on bob's claims", format!("{}.{bob}.{}", parts[0], parts[2])),
         ("signed with another secret", sign(Algorithm::HS256, "another-secret", &bob_claims())),
-        ("expired", app.state.tokens.issue("u_alice", "alice", Some(-10)).0),
+        ("expired", app.state.tokens().issue("u_alice", "alice", Some(-10)).0),
         ("alg none", format!("{}.{bob}.", b64url(br#"{"alg":"none","typ":"JWT"}"#))),
         (
             "another algorithm (HS512) with the right secret",
@@ -208,14 +208,14 @@ async fn forged_foreign_expired_and_unsigned_tokens_are_refused_on_websocket_and
 async fn an_expiring_token_closes_the_connection_with_4009_unless_a_fresh_one_was_sent_in_time() {
     let app = spawn_app().await;
     // Expiry is in whole seconds: this token expires 1 to 2 s from now.
-    let (short, claims) = app.state.tokens.issue("u_alice", "alice", Some(2));
+    let (short, claims) = app.state.tokens().issue("u_alice", "alice", Some(2));
     let expires_ms = claims.expires_at_ms();
     assert_eq!(app.http.get(app.url("/v1/bots")).bearer_auth(&short).send().await.unwrap().status(), 200);
 
     let mut expiring = welcomed(&app, Via::Header, &short, "u_alice").await;
 
     let mut badly_refreshed = welcomed(&app, Via::Header, &short, "u_alice").await;
-    let expired = app.state.tokens.issue("u_alice", "alice", Some(-10)).0;
+    let expired = app.state.tokens().issue("u_alice", "alice", Some(-10)).0;
     badly_refreshed.send_json(json!({"op": "auth", "token": expired})).await;
 
     let mut refreshed = welcomed(&app, Via::Header, &short, "u_alice").await;
@@ -247,7 +247,7 @@ async fn an_expiring_token_closes_the_connection_with_4009_unless_a_fresh_one_wa
 async fn a_token_is_refused_from_its_expiry_on_just_as_the_websocket_closes_for_it() {
     let app = spawn_app().await;
     let mut watch = Bystander::new(&app, "alice").await;
-    let (short, claims) = app.state.tokens.issue("u_alice", "alice", Some(1));
+    let (short, claims) = app.state.tokens().issue("u_alice", "alice", Some(1));
     let expires_ms = claims.expires_at_ms();
     let mut ws = welcomed(&app, Via::Header, &short, "u_alice").await;
     // The server itself says when the token has expired.

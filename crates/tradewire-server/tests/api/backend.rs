@@ -13,7 +13,8 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use tradewire_server::config::{CaptureMode, Config};
+use tradewire_server::capture::CaptureMode;
+use tradewire_server::config::Config;
 use tradewire_server::db::Sql;
 use tradewire_server::db::sql::{Cell, Dialect, Lite, Param};
 

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tradewire_client::{Options, Subscriber, Update};
-use tradewire_server::config::{CaptureMode, Config};
+use tradewire_server::capture::CaptureMode;
+use tradewire_server::config::Config;
 use tradewire_server::db::{Sql, TableSpec};
 use tradewire_server::sql_params;
 
@@ -66,7 +67,7 @@ impl Drop for Process {
 
 fn token(name: &str) -> String {
     let secret = "integration-test-secret".to_owned().into();
-    tradewire_server::auth::Tokens::new(&secret, 3600).issue(&TestApp::user_id(name), name, None).0
+    tradewire_server::credentials::Tokens::new(&secret, 3600).issue(&TestApp::user_id(name), name, None).0
 }
 
 /// Every event of `sub` until it has seen `ids` (signal ids) or the deadline passes.

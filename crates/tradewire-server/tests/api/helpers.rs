@@ -140,11 +140,11 @@ impl TestApp {
     }
 
     pub fn token(&self, name: &str) -> String {
-        self.state.tokens.issue(&Self::user_id(name), name, None).0
+        self.state.tokens().issue(&Self::user_id(name), name, None).0
     }
 
     pub fn epoch(&self) -> String {
-        self.state.log.epoch().to_string()
+        self.state.log().epoch().to_string()
     }
 
     /// Wait until everything committed so far is in the change log. On SQLite and with the

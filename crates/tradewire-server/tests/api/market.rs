@@ -9,7 +9,12 @@ use crate::helpers::{TestApp, Ws, spawn_app};
 
 fn ticker(app: &TestApp, n: u64) {
     let data = json!({"bid": format!("{}.00", 27000 + n), "ask": format!("{}.50", 27000 + n), "last": format!("{}.10", 27000 + n), "n": n});
-    app.state.market.publish(MarketMessage::encode("ticker:BTCUSDT", MarketKind::Latest, n as i64, data));
+    app.state.market_bus().publish(MarketMessage::encode(
+        "ticker:BTCUSDT",
+        MarketKind::Latest,
+        n as i64,
+        data,
+    ));
 }
 
 fn market_n(frame: &ServerFrame) -> Option<u64> {
@@ -27,7 +32,7 @@ async fn market_topics_are_refused_while_no_source_serves_the_symbol() {
     let ServerFrame::Error { code, .. } = ws.frame().await else { panic!("error expected") };
     assert_eq!(code, ErrorCode::InvalidTopic);
 
-    app.state.market.set_symbols(["ETHUSDT".to_owned()]);
+    app.state.market_bus().set_symbols(["ETHUSDT".to_owned()]);
     ws.send_json(json!({"op": "subscribe", "id": "m", "topics": ["ticker:BTCUSDT"]})).await;
     let ServerFrame::Error { code, .. } = ws.frame().await else { panic!("error expected") };
     assert_eq!(code, ErrorCode::InvalidTopic, "an unknown symbol is refused too");
@@ -36,7 +41,7 @@ async fn market_topics_are_refused_while_no_source_serves_the_symbol() {
 #[tokio::test]
 async fn subscribers_get_the_current_value_then_updates_and_unsubscribing_stops_them() {
     let app = spawn_app().await;
-    app.state.market.set_symbols(["BTCUSDT".to_owned()]);
+    app.state.market_bus().set_symbols(["BTCUSDT".to_owned()]);
     ticker(&app, 1);
     let mut ws = app.ws("alice").await;
     ws.send_json(
@@ -68,13 +73,13 @@ async fn subscribers_get_the_current_value_then_updates_and_unsubscribing_stops_
         ServerFrame::Pong { ts: Some(json!(9)) },
         "no market message after unsubscribe"
     );
-    assert_eq!(app.state.market.subscribers("ticker:BTCUSDT"), 0);
+    assert_eq!(app.state.market_bus().subscribers("ticker:BTCUSDT"), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_reader_gets_fresh_prices_not_a_backlog_and_is_not_disconnected() {
     let app = spawn_app().await;
-    app.state.market.set_symbols(["BTCUSDT".to_owned()]);
+    app.state.market_bus().set_symbols(["BTCUSDT".to_owned()]);
     let mut slow = Ws::connect_small_buffer(app.addr, &app.ws_url(), &app.token("alice")).await;
     assert!(matches!(slow.frame().await, ServerFrame::Welcome { .. }));
     slow.send_json(json!({"op": "subscribe", "id": "m", "topics": ["ticker:BTCUSDT"]})).await;
@@ -99,7 +104,7 @@ async fn a_slow_reader_gets_fresh_prices_not_a_backlog_and_is_not_disconnected()
         received += 1;
     }
     assert!(received < PUBLISHED / 2, "conflated: {received} of {PUBLISHED} delivered");
-    assert_eq!(app.state.hub.stats().overflows, 0);
+    assert_eq!(app.state.hub().stats().overflows, 0);
     slow.send_json(json!({"op": "ping", "ts": 1})).await;
     assert_eq!(slow.frame().await, ServerFrame::Pong { ts: Some(json!(1)) }, "still connected");
 }

@@ -140,7 +140,7 @@ async fn a_long_replay_racing_a_burst_of_live_changes_loses_nothing_and_is_not_c
         last = ev.seq;
     }
     assert_eq!(app.head("alice").await, head);
-    assert_eq!(app.state.hub.stats().overflows, 0, "the replaying session was never cut off");
+    assert_eq!(app.state.hub().stats().overflows, 0, "the replaying session was never cut off");
 }
 
 /// Live commits that land while a replay is being read (each its own transaction, so some

@@ -55,7 +55,7 @@ async fn a_client_that_stops_reading_is_cut_off_and_others_are_unaffected() {
     let state = app.state.clone();
     let slow_reader = tokio::spawn(async move {
         eventually("the slow session overflows", || async {
-            (state.hub.stats().overflows >= 1).then_some(())
+            (state.hub().stats().overflows >= 1).then_some(())
         })
         .await;
         slow.drain_until_close().await
@@ -73,7 +73,7 @@ async fn a_client_that_stops_reading_is_cut_off_and_others_are_unaffected() {
 
     // The slow session is gone from the hub; its queue never passed the bound.
     let stats = eventually("the slow session is dropped", || async {
-        let s = app.state.hub.stats();
+        let s = app.state.hub().stats();
         (s.overflows >= 1 && s.sessions == 2).then_some(s)
     })
     .await;

@@ -8,7 +8,7 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::db::now_ms;
+use crate::clock::now_ms;
 
 /// What a token says (the claims are part of the protocol crate).
 pub use tradewire_protocol::TokenClaims as Claims;
@@ -92,6 +92,37 @@ pub fn hash_password(password: &str) -> String {
 
 pub fn verify_password(hash: &str, password: &str) -> bool {
     PasswordHash::new(hash).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+}
+
+/// Checks login passwords. A login that names an unknown user is checked against a dummy
+/// hash, so both take equally long and the answer does not tell which users exist.
+#[derive(Debug)]
+pub struct Passwords {
+    dummy_hash: String,
+}
+
+impl Default for Passwords {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Passwords {
+    pub fn new() -> Self {
+        Self { dummy_hash: hash_password(&format!("{:x}", rand::random::<u128>())) }
+    }
+
+    /// Does `password` match `hash` (the user's, or `None` for an unknown user)? Slow by
+    /// design: run it off the async runtime.
+    pub fn verify(&self, hash: Option<&str>, password: &str) -> bool {
+        match hash {
+            Some(hash) => verify_password(hash, password),
+            None => {
+                let _ = verify_password(&self.dummy_hash, password);
+                false
+            }
+        }
+    }
 }
 
 /// The configured secret, or the one kept in `data_dir/jwt.secret` (created on first use),

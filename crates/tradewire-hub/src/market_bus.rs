@@ -78,7 +78,8 @@ pub struct Inbox {
     due: AtomicBool,
     /// The session's task, waiting in `ready`.
     waker: AtomicWaker,
-    /// Messages replaced before the session took them.
+    /// Messages replaced before the session took them (tests check conflation with it).
+    #[cfg(test)]
     conflated: AtomicU64,
 }
 
@@ -88,6 +89,7 @@ impl Inbox {
         // The bus hands out one `Arc<str>` per topic, so the pointer usually decides.
         match pending.iter_mut().find(|m| Arc::ptr_eq(&m.topic, &msg.topic) || m.topic == msg.topic) {
             Some(slot) => {
+                #[cfg(test)]
                 self.conflated.fetch_add(1, Ordering::Relaxed);
                 *slot = match (msg.kind, book) {
                     // Skipping a delta breaks the chain: hand over the whole book instead.
@@ -125,11 +127,13 @@ impl Inbox {
     }
 
     /// How many messages were replaced before they were taken.
-    pub fn conflated(&self) -> u64 {
+    #[cfg(test)]
+    fn conflated(&self) -> u64 {
         self.conflated.load(Ordering::Relaxed)
     }
 
-    pub fn pending_len(&self) -> usize {
+    #[cfg(test)]
+    fn pending_len(&self) -> usize {
         self.pending.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 }

@@ -1,7 +1,7 @@
-//! Market data sources. A source publishes public market messages (`ticker:`, `trades:`,
-//! `book:`, `kline:`, `mark:`) to the hub's `MarketBus` — declaring its symbols with
-//! `MarketBus::set_symbols` — and answers the REST API's questions about current values
-//! through this trait. The simulator is one source (`sim::SimHandle`); a real exchange feed
+//! Market data sources: where public market data comes from. A source publishes public
+//! market messages (`ticker:`, `trades:`, `book:`, `kline:`, `mark:`) to the hub's
+//! `MarketBus` — declaring its symbols with `MarketBus::set_symbols` — and answers the REST
+//! API's questions about current values through this trait. The simulator is one source (`sim::SimHandle`); a real exchange feed
 //! would be another, with the sessions, conflation and REST endpoints unchanged.
 
 use futures::future::BoxFuture;

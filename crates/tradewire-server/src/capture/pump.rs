@@ -1,0 +1,234 @@
+//! The pump: one loop for every capture backend. It waits for commits, reads what its
+//! [`Source`] says is committed, publishes it to the hub in order, and keeps the log within
+//! its retention window.
+//!
+//! What the backends share lives here, once:
+//! - **cadence**: a source wakes the loop when it can tell (an in-process commit, a NOTIFY,
+//!   a replication message) and otherwise after the poll interval; every millisecond while
+//!   changes flow or some are held back, every `poll_interval` once the log has been quiet
+//!   for a second;
+//! - **retry**: any failure is counted, logged, and retried after a backoff (100 ms doubling
+//!   to 5 s, back to 100 ms after 10 s of health); the source keeps its position across
+//!   reconnects, so nothing is skipped or published twice;
+//! - **pruning** of the log past retention, and the pump's metrics;
+//! - **shutdown**: once `stop` is cancelled the loop reads and publishes what is committed,
+//!   then returns.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use tradewire_hub::{Change, Hub};
+
+use super::{BUSY_FOR, BUSY_POLL, CaptureError, Result};
+use crate::changefeed::ChangeLog;
+use crate::clock::now_ms;
+use crate::db::Db;
+
+/// How the pump runs.
+#[derive(Debug, Clone, Copy)]
+pub struct PumpSettings {
+    /// How often to look for commits by other processes when the log is quiet.
+    pub poll_interval: Duration,
+    /// How long changes stay replayable.
+    pub retention: Duration,
+    pub prune_every: Duration,
+    /// Changes read per round; a full round is followed by another at once.
+    pub batch: usize,
+}
+
+/// Most log rows pruned in one round.
+const PRUNE_BATCH: i64 = 50_000;
+
+/// One capture backend's reader of committed changes.
+pub trait Source: Send {
+    /// (Re)open what reading needs. Called before the first read and after every failure;
+    /// the source keeps its position across calls.
+    fn connect(&mut self) -> impl Future<Output = Result<()>> + Send;
+
+    /// Return once changes may be ready: at the latest after about `poll`, sooner when the
+    /// backend signals a commit. Must be cancel-safe (the loop races it with shutdown).
+    fn wait(&mut self, poll: Duration) -> impl Future<Output = Result<()>> + Send;
+
+    /// The committed changes not returned yet, in publishing order: each user's `seq`
+    /// ascending without gaps. About `max` of them; fewer means the source is drained.
+    fn read(&mut self, max: usize) -> impl Future<Output = Result<Vec<Change>>> + Send;
+
+    /// Everything the last `read` returned has been published.
+    fn published(&mut self) {}
+
+    /// Changes are held back waiting for an earlier one: poll fast.
+    fn holding(&self) -> bool {
+        false
+    }
+
+    /// The pump is stopping: release what the source holds.
+    fn close(&mut self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+}
+
+/// Retry delays after failures.
+struct Backoff {
+    next: Duration,
+    healthy_since: Instant,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(100);
+    const MAX: Duration = Duration::from_secs(5);
+    /// Health that resets the delay to [`Backoff::FIRST`].
+    const RESET_AFTER: Duration = Duration::from_secs(10);
+
+    fn new() -> Self {
+        Self { next: Self::FIRST, healthy_since: Instant::now() }
+    }
+
+    /// The delay before the next attempt after a failure now.
+    fn failed(&mut self) -> Duration {
+        if self.healthy_since.elapsed() > Self::RESET_AFTER {
+            self.next = Self::FIRST;
+        }
+        let delay = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        delay
+    }
+
+    fn connected(&mut self) {
+        self.healthy_since = Instant::now();
+    }
+}
+
+/// Run `source` until `stop` is cancelled; then publish what is committed and return.
+pub async fn run<S: Source>(
+    mut source: S,
+    db: &Db,
+    hub: &Hub,
+    settings: &PumpSettings,
+    stop: &CancellationToken,
+) {
+    let mut backoff = Backoff::new();
+    let mut last_prune = Instant::now() - settings.prune_every;
+    let lag = metrics::histogram!("tradewire_pump_lag_seconds");
+    let captured = metrics::counter!("tradewire_changes_captured_total");
+    'connect: loop {
+        if let Err(e) = source.connect().await {
+            let delay = failed(&e, &mut backoff);
+            if retry_after(delay, stop).await {
+                continue;
+            }
+            break;
+        }
+        backoff.connected();
+        let mut last_change = Instant::now() - BUSY_FOR;
+        loop {
+            let poll = if last_change.elapsed() < BUSY_FOR || source.holding() {
+                BUSY_POLL.min(settings.poll_interval)
+            } else {
+                settings.poll_interval
+            };
+            let stopping = tokio::select! {
+                r = source.wait(poll) => match r {
+                    Ok(()) => false,
+                    Err(e) => {
+                        let delay = failed(&e, &mut backoff);
+                        if retry_after(delay, stop).await {
+                            continue 'connect;
+                        }
+                        true
+                    }
+                },
+                () = stop.cancelled() => true,
+            };
+            // Drain: keep reading while full rounds come back.
+            loop {
+                let changes = match source.read(settings.batch).await {
+                    Ok(changes) => changes,
+                    Err(e) => {
+                        let delay = failed(&e, &mut backoff);
+                        if !stopping && retry_after(delay, stop).await {
+                            continue 'connect;
+                        }
+                        break 'connect;
+                    }
+                };
+                let n = changes.len();
+                publish(hub, changes, settings.batch, &lag).await;
+                source.published();
+                if n > 0 {
+                    last_change = Instant::now();
+                    captured.increment(n as u64);
+                    tracing::trace!(n, "published");
+                }
+                if n < settings.batch {
+                    break;
+                }
+            }
+            if stopping {
+                break 'connect;
+            }
+            prune_if_due(db, settings, &mut last_prune).await;
+        }
+    }
+    source.close().await;
+    tracing::info!("pump drained and stopped");
+}
+
+/// Count and log a failure; the delay before retrying.
+fn failed(e: &CaptureError, backoff: &mut Backoff) -> Duration {
+    let delay = backoff.failed();
+    metrics::counter!("tradewire_pump_errors_total").increment(1);
+    tracing::warn!(error = %e, retry_in = ?delay, "capture failed; retrying (nothing is skipped)");
+    delay
+}
+
+/// Wait `delay` unless `stop` comes first; `true` to retry.
+async fn retry_after(delay: Duration, stop: &CancellationToken) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(delay) => true,
+        () = stop.cancelled() => false,
+    }
+}
+
+/// Publish changes in order, recording the pump lag. A large round is published in runs of
+/// `run`, letting sessions work in between, so a session that is replaying drains its
+/// queue instead of overflowing it.
+async fn publish(hub: &Hub, changes: Vec<Change>, run: usize, lag: &metrics::Histogram) {
+    let now = now_ms();
+    for (i, change) in changes.into_iter().enumerate() {
+        if i > 0 && i % run.max(1) == 0 {
+            tokio::task::yield_now().await;
+        }
+        lag.record((now - change.commit_ts).max(0) as f64 / 1000.0);
+        hub.publish(Arc::new(change));
+    }
+}
+
+/// Drop log rows past the retention window when `prune_every` has passed since `last`.
+async fn prune_if_due(db: &Db, settings: &PumpSettings, last: &mut Instant) {
+    if last.elapsed() < settings.prune_every {
+        return;
+    }
+    *last = Instant::now();
+    let cutoff = now_ms() - settings.retention.as_millis() as i64;
+    match db.read(move |c| ChangeLog::prune_sync(c, cutoff, PRUNE_BATCH)).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(n, "pruned change log past retention"),
+        Err(e) => tracing::warn!(error = %e, "pruning the change log failed; will retry"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_its_cap_and_resets_after_health() {
+        let mut b = Backoff::new();
+        let delays: Vec<u64> = (0..8).map(|_| b.failed().as_millis() as u64).collect();
+        assert_eq!(delays, [100, 200, 400, 800, 1600, 3200, 5000, 5000]);
+        b.healthy_since = Instant::now() - Backoff::RESET_AFTER - Duration::from_secs(1);
+        assert_eq!(b.failed(), Backoff::FIRST);
+    }
+}
