@@ -198,7 +198,6 @@ impl From<DbError> for StreamEnd {
 /// The close code after a failed WebSocket read: a frame over the size limit is 1009;
 /// anything else ends the connection quietly.
 pub fn read_error_close_code(e: &axum::Error) -> CloseCode {
-    use tokio_tungstenite::tungstenite;
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = source {
         if let Some(tungstenite::Error::Capacity(_)) = err.downcast_ref::<tungstenite::Error>() {
@@ -216,7 +215,7 @@ mod tests {
 
     #[test]
     fn an_oversized_frame_is_1009_by_its_type_and_other_read_errors_close_quietly() {
-        use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+        use tungstenite::error::{CapacityError, Error as WsError};
         let too_big =
             axum::Error::new(WsError::Capacity(CapacityError::MessageTooLong { size: 10, max_size: 5 }));
         assert_eq!(read_error_close_code(&too_big), CloseCode::MessageTooBig);

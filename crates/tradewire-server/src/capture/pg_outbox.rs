@@ -18,7 +18,7 @@
 //! with it delivery: keep `idle_in_transaction_session_timeout` short, or use logical
 //! capture.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -93,6 +93,11 @@ pub struct Reader {
     /// The fence the next window starts at.
     from: String,
     order: Order,
+    /// Rows of the last window not yet returned: a window can be large (one transaction of
+    /// 20,000 rows), and it is handed out `max` at a time, as the other readers do, so
+    /// sessions drain their queues between rounds instead of taking the whole window at
+    /// once.
+    pending: VecDeque<Vec<Cell>>,
     /// The reader's own connection, listening for `tw_changes` (opened by `connect`).
     client: Option<Arc<Mutex<DropOffRuntime<postgres::Client>>>>,
 }
@@ -121,7 +126,7 @@ impl Reader {
             client.batch("COMMIT")?;
             let from = result?;
             tracing::info!(fence = %from, users = order.published.len(), "outbox capture starts");
-            Ok(Self { db, from, order, client: None })
+            Ok(Self { db, from, order, pending: VecDeque::new(), client: None })
         })
         .await
         .map_err(|_| DbError::Join)?
@@ -149,6 +154,9 @@ impl Source for Reader {
 
     /// NOTIFY is only a wake-up: the wait ends after `poll` whatever arrives.
     async fn wait(&mut self, poll: Duration) -> Result<()> {
+        if !self.pending.is_empty() {
+            return Ok(());
+        }
         let client = self.client()?;
         tokio::task::spawn_blocking(move || {
             let mut client = client.lock().unwrap_or_else(|p| p.into_inner());
@@ -162,9 +170,38 @@ impl Source for Reader {
         .map_err(|e| CaptureError::Db(e.into()))
     }
 
-    async fn read(&mut self, _max: usize) -> Result<Vec<Change>> {
+    async fn read(&mut self, max: usize) -> Result<Vec<Change>> {
+        if self.pending.is_empty() {
+            self.next_window().await?;
+        }
+        let rows: Vec<Vec<Cell>> = self.pending.drain(..max.min(self.pending.len())).collect();
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let epoch = self.db.epoch().clone();
+        let changes = tokio::task::spawn_blocking(move || {
+            rows.into_iter().map(|r| to_change(&epoch, log_row(r)?)).collect::<Result<Vec<_>, DbError>>()
+        })
+        .await
+        .map_err(|_| DbError::Join)??;
+        let mut out = Vec::with_capacity(changes.len());
+        for change in changes {
+            self.order.offer(change, &mut out);
+        }
+        metrics::gauge!("tradewire_outbox_held_changes").set(self.order.holding() as f64);
+        Ok(out)
+    }
+
+    fn holding(&self) -> bool {
+        self.order.holding() > 0 || !self.pending.is_empty()
+    }
+}
+
+impl Reader {
+    /// Read the rows between the last fence and a new one into `pending`.
+    async fn next_window(&mut self) -> Result<()> {
         let client = self.client()?;
-        let (epoch, from) = (self.db.epoch().clone(), self.from.clone());
+        let from = self.from.clone();
         let (to, rows) = tokio::task::spawn_blocking(move || {
             let mut client = client.lock().unwrap_or_else(|p| p.into_inner());
             let to = fence(&mut client)?;
@@ -179,27 +216,16 @@ impl Source for Reader {
                 ),
                 sql_params![from.as_str(), to.as_str()],
             )?;
-            let changes =
-                rows.into_iter().map(|r| to_change(&epoch, log_row(r)?)).collect::<Result<Vec<_>, _>>()?;
-            Ok((to, changes))
+            Ok((to, rows))
         })
         .await
         .map_err(|_| DbError::Join)??;
-        let seen = rows.len();
-        let mut out = Vec::with_capacity(seen);
-        for change in rows {
-            self.order.offer(change, &mut out);
-        }
-        if seen > 0 {
-            tracing::debug!(from = %self.from, %to, seen, published = out.len(), held = self.order.holding(), "outbox window");
+        if !rows.is_empty() {
+            tracing::debug!(from = %self.from, %to, rows = rows.len(), held = self.order.holding(), "outbox window");
         }
         self.from = to;
-        metrics::gauge!("tradewire_outbox_held_changes").set(self.order.holding() as f64);
-        Ok(out)
-    }
-
-    fn holding(&self) -> bool {
-        self.order.holding() > 0
+        self.pending = rows.into();
+        Ok(())
     }
 }
 

@@ -83,7 +83,7 @@ pub struct Reader {
 impl Reader {
     /// Start after the newest change in the log now.
     pub async fn start(db: &Db) -> super::Result<Self> {
-        let cursor = db.read(|c| Ok(c.value("SELECT COALESCE(MAX(id), 0) FROM tw_changes", &[])?)).await?;
+        let cursor = db.read(|c| c.value("SELECT COALESCE(MAX(id), 0) FROM tw_changes", &[])).await?;
         let cursor = cursor.map_or(0, |c| c.int());
         tracing::info!(cursor, "SQLite capture starts");
         Ok(Self { db: db.clone(), cursor, conn: None })

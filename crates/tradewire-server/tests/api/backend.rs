@@ -133,11 +133,11 @@ pub fn shell(target: &Target, sql: &str) {
             .arg(path)
             .arg(sql)
             .output()
-            .expect("the sqlite3 shell is installed (apt-get install sqlite3; .ci/run does it)"),
+            .expect("the sqlite3 shell is installed (apt-get install sqlite3; ./scripts/test does it)"),
         Target::Postgres(url) => Command::new("psql")
             .args(["-v", "ON_ERROR_STOP=1", "-q", url, "-c", sql])
             .output()
-            .expect("psql is installed (apt-get install postgresql-client; .ci/run does it)"),
+            .expect("psql is installed (apt-get install postgresql-client; ./scripts/test does it)"),
     };
     assert!(out.status.success(), "shell failed: {}", String::from_utf8_lossy(&out.stderr));
 }
@@ -177,7 +177,7 @@ fn pg_bin(name: &str) -> PathBuf {
     versions.pop().unwrap_or_else(|| {
         panic!(
             "TW_TEST_BACKEND asks for PostgreSQL, but `{name}` is not on PATH nor under \
-             /usr/lib/postgresql. Install PostgreSQL (apt-get install postgresql; .ci/run does it), \
+             /usr/lib/postgresql. Install PostgreSQL (apt-get install postgresql; ./scripts/test does it), \
              or run the suite on SQLite only (unset TW_TEST_BACKEND; ./scripts/test \
              honours TW_SKIP_PG=1)."
         )

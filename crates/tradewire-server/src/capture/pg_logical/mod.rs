@@ -305,14 +305,17 @@ impl Stream {
             ReplicationEvent::Message { transactional: true, prefix, .. } if prefix == SYNC_PREFIX => {
                 self.fence = true;
             }
-            ReplicationEvent::KeepAlive { wal_end, .. } if !self.in_txn && self.ready.is_empty() => {
-                // Idle: everything sent before `wal_end` is in the log or was not ours (a
-                // transaction still open upstream is sent when it commits, after this
-                // position). Confirming it lets the slot release WAL, and lets a PostgreSQL
-                // shutdown finish without waiting for us.
-                if wal_end.as_u64() > self.persisted && self.unacknowledged.is_none() {
-                    self.client.update_applied_lsn(wal_end);
-                }
+            // Idle: everything sent before `wal_end` is in the log or was not ours (a
+            // transaction still open upstream is sent when it commits, after this position).
+            // Confirming it lets the slot release WAL, and lets a PostgreSQL shutdown finish
+            // without waiting for us.
+            ReplicationEvent::KeepAlive { wal_end, .. }
+                if !self.in_txn
+                    && self.ready.is_empty()
+                    && self.unacknowledged.is_none()
+                    && wal_end.as_u64() > self.persisted =>
+            {
+                self.client.update_applied_lsn(wal_end);
             }
             _ => {}
         }
