@@ -148,7 +148,29 @@ async function onLogin(e) {
   }
 }
 
+/** In demo mode the server lists the demo logins (`GET /v1/demo`); the login page shows
+ * them. Outside demo mode it answers 404 and the page shows no passwords. */
+async function showDemoLogins() {
+  try {
+    const response = await fetch("/v1/demo");
+    if (!response.ok) return;
+    const { users } = await response.json();
+    const hint = $("demo-hint");
+    const logins = users.flatMap((u, i) => [
+      ...(i > 0 ? [", "] : []),
+      h("code", {}, u.username),
+      " / ",
+      h("code", {}, u.password),
+    ]);
+    hint.replaceChildren("Demo users: ", ...logins);
+    hint.hidden = false;
+  } catch {
+    // No demo logins to show.
+  }
+}
+
 installFlashCleanup();
+showDemoLogins();
 $("login-form").addEventListener("submit", onLogin);
 const saved = loadSession();
 if (saved) startDashboard(saved);

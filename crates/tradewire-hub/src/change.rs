@@ -18,6 +18,8 @@ pub struct Change {
     pub commit_ts: i64,
     pub row: Option<Row>,
     pub old: Option<Row>,
+    /// Why the change could not be read in full (see [`Change::with_error`]).
+    pub error: Option<Box<str>>,
     /// The event frame without a subscription id (SSE and polling form), encoded once.
     body: Bytes,
 }
@@ -35,17 +37,44 @@ impl Change {
         row: Option<Row>,
         old: Option<Row>,
     ) -> Self {
-        let body = encode_event_body(&EventParts {
+        let mut change = Self {
+            user_id,
+            epoch,
             seq,
-            epoch: &epoch,
-            topic: &topic,
-            change: op,
-            events: &events,
+            topic,
+            op,
+            events,
             commit_ts,
-            row: row.as_ref(),
-            old: old.as_ref(),
+            row,
+            old,
+            error: None,
+            body: Bytes::new(),
+        };
+        change.encode();
+        change
+    }
+
+    /// The same change, marked as read only in part: its frame carries `error` (the row
+    /// that could not be read is left out), so it keeps its place in the stream.
+    pub fn with_error(mut self, error: impl Into<Box<str>>) -> Self {
+        self.error = Some(error.into());
+        self.encode();
+        self
+    }
+
+    fn encode(&mut self) {
+        let body = encode_event_body(&EventParts {
+            seq: self.seq,
+            epoch: &self.epoch,
+            topic: &self.topic,
+            change: self.op,
+            events: &self.events,
+            commit_ts: self.commit_ts,
+            row: self.row.as_ref(),
+            old: self.old.as_ref(),
+            error: self.error.as_deref(),
         });
-        Self { user_id, epoch, seq, topic, op, events, commit_ts, row, old, body: Bytes::from(body) }
+        self.body = Bytes::from(body);
     }
 
     /// The encoded event without a subscription id, shared (a cheap clone of `Bytes`).

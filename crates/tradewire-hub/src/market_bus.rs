@@ -14,6 +14,7 @@ use std::task::Poll;
 
 use bytes::Bytes;
 use futures::task::AtomicWaker;
+use tradewire_protocol::MarketTopic;
 
 /// One encoded market message (`{"op":"market",…}`), shared by every recipient.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +63,8 @@ struct BusInner {
     topics: RwLock<HashMap<Arc<str>, TopicState>>,
     /// The symbols a market source serves; empty while none runs.
     symbols: RwLock<HashSet<String>>,
+    /// The kline intervals it publishes (`1m`, …).
+    kline_intervals: RwLock<HashSet<String>>,
     next: AtomicU64,
 }
 
@@ -151,6 +154,12 @@ impl Drop for MarketSubscription {
         let mut topics = self.bus.inner.topics.write().unwrap_or_else(|p| p.into_inner());
         if let Some(t) = topics.get_mut(&self.topic) {
             t.subscribers.retain(|(id, _)| *id != self.id);
+            // A topic nothing was ever published on leaves with its last subscriber, so
+            // subscribing cannot grow the bus; published topics are the source's (bounded)
+            // and keep their latest value for the next subscriber.
+            if t.subscribers.is_empty() && t.latest.is_none() && t.book.is_none() {
+                topics.remove(&self.topic);
+            }
         }
     }
 }
@@ -221,9 +230,32 @@ impl MarketBus {
         *self.inner.symbols.write().unwrap_or_else(|p| p.into_inner()) = symbols.into_iter().collect();
     }
 
+    /// Declare the kline intervals the running market source publishes.
+    pub fn set_kline_intervals<I: IntoIterator<Item = String>>(&self, intervals: I) {
+        *self.inner.kline_intervals.write().unwrap_or_else(|p| p.into_inner()) =
+            intervals.into_iter().collect();
+    }
+
     /// Is `symbol` served? (Always false while no market source runs.)
     pub fn serves(&self, symbol: &str) -> bool {
         self.inner.symbols.read().unwrap_or_else(|p| p.into_inner()).contains(symbol)
+    }
+
+    /// Is `topic` one the running source publishes: a served symbol, and for klines a
+    /// published interval?
+    pub fn serves_topic(&self, topic: &MarketTopic) -> bool {
+        self.serves(topic.symbol())
+            && match topic {
+                MarketTopic::Kline(_, interval) => {
+                    self.inner.kline_intervals.read().unwrap_or_else(|p| p.into_inner()).contains(interval)
+                }
+                _ => true,
+            }
+    }
+
+    /// How many topics the bus holds (published or subscribed).
+    pub fn topic_count(&self) -> usize {
+        self.inner.topics.read().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     pub fn subscribers(&self, topic: &str) -> usize {
@@ -290,6 +322,32 @@ mod tests {
             "skipping delta 2 turns the pending message into the book"
         );
         assert_eq!(got[0].frame, Bytes::from("book:BTCUSDT#3"));
+    }
+
+    #[test]
+    fn a_topic_never_published_leaves_with_its_last_subscriber() {
+        let bus = MarketBus::new();
+        let inbox = Arc::new(Inbox::default());
+        bus.publish(msg("mark:BTCUSDT", MarketKind::Latest, 1));
+        for n in 0..1000 {
+            drop(bus.subscribe(&format!("mark:X{n}"), &inbox));
+        }
+        let kept = bus.subscribe("mark:BTCUSDT", &inbox);
+        drop(kept);
+        assert_eq!(bus.topic_count(), 1, "only the published topic stays");
+    }
+
+    #[test]
+    fn klines_are_served_only_for_declared_intervals() {
+        let bus = MarketBus::new();
+        bus.set_symbols(["BTCUSDT".to_owned()]);
+        let kline = |iv: &str| MarketTopic::Kline("BTCUSDT".into(), iv.into());
+        assert!(!bus.serves_topic(&kline("1m")), "no interval declared yet");
+        bus.set_kline_intervals(["1m".to_owned()]);
+        assert!(bus.serves_topic(&kline("1m")));
+        assert!(!bus.serves_topic(&kline("anything")));
+        assert!(bus.serves_topic(&MarketTopic::Ticker("BTCUSDT".into())));
+        assert!(!bus.serves_topic(&MarketTopic::Ticker("NOPE".into())));
     }
 
     #[test]

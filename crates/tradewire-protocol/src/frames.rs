@@ -127,6 +127,11 @@ pub struct EventFrame {
     pub row: Option<Row>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub old: Option<Row>,
+    /// Present when the server could not read the change in full: what it could read is
+    /// above (`row`/`old` may be missing), in its place in the stream. Take a snapshot to
+    /// get the row's current state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 impl EventFrame {
@@ -214,6 +219,8 @@ pub struct EventParts<'a, R: Serialize> {
     pub row: Option<&'a R>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub old: Option<&'a R>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<&'a str>,
 }
 
 /// Encode an event without a subscription id: the SSE and polling form, and the shared

@@ -50,7 +50,7 @@ fn shared_event_encoding_matches_the_fixtures() {
         let ServerFrame::Event(ev) = serde_json::from_str(&text).unwrap() else {
             panic!("{name} is not an event");
         };
-        let EventFrame { id, seq, epoch, topic, change, events, commit_ts, row, old } = &ev;
+        let EventFrame { id, seq, epoch, topic, change, events, commit_ts, row, old, error } = &ev;
         let events: Vec<&str> = events.iter().map(String::as_str).collect();
         let body = encode_event_body(&EventParts {
             seq: *seq,
@@ -61,6 +61,7 @@ fn shared_event_encoding_matches_the_fixtures() {
             commit_ts: *commit_ts,
             row: row.as_ref(),
             old: old.as_ref(),
+            error: error.as_deref(),
         });
         let framed = match id {
             Some(id) => insert_subscription_id(&body, id),

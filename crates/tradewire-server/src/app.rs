@@ -20,6 +20,7 @@ use crate::capture::{Capture, CaptureError, CaptureSettings};
 use crate::config::Config;
 use crate::credentials::{Tokens, load_or_create_secret};
 use crate::db::{Db, DbError, seed};
+use crate::http::redacted_uri;
 use crate::market_source::MarketSource;
 use crate::sim::{self, SimHandle};
 use crate::state::{AppState, Parts};
@@ -39,8 +40,8 @@ pub enum StartError {
     Db(#[from] DbError),
     #[error(transparent)]
     Capture(#[from] CaptureError),
-    #[error("JWT secret in {dir}: {source}")]
-    Secret { dir: String, source: std::io::Error },
+    #[error("JWT secret: {0}")]
+    Secret(#[from] crate::credentials::SecretError),
 }
 
 impl Server {
@@ -50,13 +51,12 @@ impl Server {
         let db =
             tokio::task::spawn_blocking(move || Db::open(&settings)).await.map_err(|_| DbError::Join)??;
         let capture = Capture::install(&db, &config.capture_settings()).await?;
-        if config.demo {
+        if config.demo_mode() {
             db.write(|tx| seed::demo(tx)).await?;
         } else {
-            db.write(|tx| seed::instruments(tx)).await?;
+            db.write(|tx| seed::leave_demo(tx)).await?;
         }
-        let secret = load_or_create_secret(config.jwt_secret.as_ref(), &config.data_dir)
-            .map_err(|source| StartError::Secret { dir: config.data_dir.display().to_string(), source })?;
+        let secret = load_or_create_secret(config.jwt_secret.as_ref(), &config.data_dir)?;
         let (sim, sim_commands) = match config.simulator {
             true => {
                 let (handle, rx) = SimHandle::channel();
@@ -86,7 +86,11 @@ impl Server {
             .merge(api::router(self.state.clone(), self.config.api_settings()))
             .merge(gateway::router(self.state.clone(), self.config.gateway_settings()))
             .merge(web::router())
-            .layer(TraceLayer::new_for_http())
+            // A span per request without the query's token (`?token=` is how browsers
+            // authenticate WebSockets and EventSources).
+            .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+                tracing::debug_span!("request", method = %req.method(), uri = %redacted_uri(req.uri()))
+            }))
     }
 
     /// Start capture: the one place that decides which capture reader runs. Its starting
@@ -121,7 +125,7 @@ impl Server {
         });
         let accept_stop = CancellationToken::new();
         let http = tokio::spawn(
-            axum::serve(listener, self.router())
+            axum::serve(listener, self.router().into_make_service_with_connect_info::<SocketAddr>())
                 .with_graceful_shutdown(accept_stop.clone().cancelled_owned())
                 .into_future(),
         );

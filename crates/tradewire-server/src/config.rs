@@ -18,9 +18,11 @@ use tradewire_hub::QueueLimits;
 use tradewire_protocol::Limits;
 
 use crate::api::ApiSettings;
+use crate::api::throttle::ThrottleLimits;
 use crate::capture::{CaptureMode, CaptureSettings, PumpSettings};
 use crate::db::{DbSettings, TableSpec};
 use crate::gateway::GatewaySettings;
+use crate::gateway::admission::AdmissionLimits;
 use crate::sim::SimSettings;
 use crate::telemetry::LogFormat;
 
@@ -48,6 +50,20 @@ pub struct Config {
     pub max_subscriptions: usize,
     /// Client frames per second per connection (bursts of twice that are allowed).
     pub max_messages_per_second: u32,
+    /// WebSocket and SSE connections of one user (0: no cap). Over it: HTTP 429 (or close
+    /// 4029 for a WebSocket that authenticates with its first frame).
+    pub max_connections_per_user: usize,
+    /// WebSocket and SSE connections from one source address (0: no cap; set 0 behind a
+    /// load balancer that does not pass client addresses through).
+    pub max_connections_per_address: usize,
+    /// SSE streams in all (0: no cap).
+    pub max_sse_streams: usize,
+    /// WebSockets that have not sent their `auth` frame yet (0: no cap).
+    pub max_unauthenticated: usize,
+    /// Failed logins of one user name per minute before logins of that name get 429.
+    pub login_failures_per_user: u32,
+    /// Login attempts from one address per minute before that address gets 429.
+    pub login_attempts_per_address: u32,
     /// Bound of each session's outbound queue, in messages.
     pub queue_max_messages: usize,
     /// Bound of each session's outbound queue, in bytes.
@@ -58,8 +74,11 @@ pub struct Config {
     pub poll_interval_ms: u64,
     /// How long shutdown waits for sessions to close before giving up on them.
     pub shutdown_timeout_ms: u64,
-    /// Seed demo users, portfolios and bots into an empty database.
-    pub demo: bool,
+    /// Demo mode: demo users (their passwords shown on the login page), portfolios, bots
+    /// and the `/v1/testing/*` endpoints. Unset: on when listening on a loopback address
+    /// only; on any other address it needs `demo = true` (`--demo`). Outside demo mode the
+    /// demo users cannot log in.
+    pub demo: Option<bool>,
     /// Enable `/v1/testing/*` endpoints (always on in demo mode).
     pub testing_endpoints: bool,
     /// Run the paper-trading simulator (market data, order matching, bots).
@@ -102,12 +121,18 @@ impl Default for Config {
             max_frame_bytes: 64 * 1024,
             max_subscriptions: 64,
             max_messages_per_second: 50,
+            max_connections_per_user: 64,
+            max_connections_per_address: 1024,
+            max_sse_streams: 10_000,
+            max_unauthenticated: 1024,
+            login_failures_per_user: 10,
+            login_attempts_per_address: 30,
             queue_max_messages: 4096,
             queue_max_bytes: 4 << 20,
             snapshot_max_rows: 1000,
             poll_interval_ms: 5,
             shutdown_timeout_ms: 10_000,
-            demo: true,
+            demo: None,
             testing_endpoints: false,
             simulator: true,
             sim_seed: 42,
@@ -164,6 +189,11 @@ impl Config {
             .map_err(|e| ConfigError(Box::new(e)))
     }
 
+    /// Is demo mode on (see [`Config::demo`])?
+    pub fn demo_mode(&self) -> bool {
+        self.demo.unwrap_or_else(|| self.listen.ip().is_loopback())
+    }
+
     pub fn queue_limits(&self) -> QueueLimits {
         QueueLimits { max_messages: self.queue_max_messages, max_bytes: self.queue_max_bytes }
     }
@@ -206,11 +236,26 @@ impl Config {
                 max_messages_per_second: self.max_messages_per_second,
             },
             snapshot_max_rows: self.snapshot_max_rows,
+            admission: AdmissionLimits {
+                per_user: self.max_connections_per_user,
+                per_address: self.max_connections_per_address,
+                sse_streams: self.max_sse_streams,
+                unauthenticated: self.max_unauthenticated,
+            },
         }
     }
 
     pub fn api_settings(&self) -> ApiSettings {
-        ApiSettings { testing_endpoints: self.testing_endpoints || self.demo }
+        ApiSettings {
+            testing_endpoints: self.testing_endpoints || self.demo_mode(),
+            demo: self.demo_mode(),
+            login: ThrottleLimits {
+                failures_per_user: self.login_failures_per_user.max(1),
+                attempts_per_address: self.login_attempts_per_address.max(1),
+                window: Duration::from_secs(60),
+                max_entries: 65_536,
+            },
+        }
     }
 
     pub fn shutdown_timeout(&self) -> Duration {
@@ -232,7 +277,7 @@ mod tests {
             let c = Config::load(None, &overrides).map_err(|e| e.to_string())?;
             assert_eq!(c.max_subscriptions, 8, "file over default");
             assert_eq!(c.heartbeat_ms, 2000, "env over file");
-            assert!(!c.demo, "flag over everything");
+            assert_eq!(c.demo, Some(false), "flag over everything");
             assert_eq!(c.retention_secs, 86_400, "default kept");
 
             jail.set_env("TRADEWIRE_TOKEN", "a token for `tradewire tail`");

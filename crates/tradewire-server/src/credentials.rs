@@ -96,9 +96,14 @@ pub fn verify_password(hash: &str, password: &str) -> bool {
 
 /// Checks login passwords. A login that names an unknown user is checked against a dummy
 /// hash, so both take equally long and the answer does not tell which users exist.
+///
+/// Argon2 is deliberately expensive (19 MiB and tens of milliseconds a check): checks run
+/// on the blocking pool, at most one per core at a time, so a burst of logins queues here
+/// instead of taking every core and blocking thread from the database reads.
 #[derive(Debug)]
 pub struct Passwords {
     dummy_hash: String,
+    running: tokio::sync::Semaphore,
 }
 
 impl Default for Passwords {
@@ -109,7 +114,18 @@ impl Default for Passwords {
 
 impl Passwords {
     pub fn new() -> Self {
-        Self { dummy_hash: hash_password(&format!("{:x}", rand::random::<u128>())) }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self {
+            dummy_hash: hash_password(&format!("{:x}", rand::random::<u128>())),
+            running: tokio::sync::Semaphore::new(cores),
+        }
+    }
+
+    /// [`Passwords::verify`] off the async runtime, at most one check per core at a time.
+    pub async fn check(self: &std::sync::Arc<Self>, hash: Option<String>, password: String) -> bool {
+        let Ok(_permit) = self.running.acquire().await else { return false };
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.verify(hash.as_deref(), &password)).await.unwrap_or(false)
     }
 
     /// Does `password` match `hash` (the user's, or `None` for an unknown user)? Slow by
@@ -125,25 +141,49 @@ impl Passwords {
     }
 }
 
-/// The configured secret, or the one kept in `data_dir/jwt.secret` (created on first use),
-/// so `tradewire token` and a restarted server agree with the running one.
+/// Why the token secret could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error(
+        "cannot read {path}: {source} (it is never replaced silently: every token would die; fix its permissions, or remove it to generate a new one)"
+    )]
+    Read { path: String, source: std::io::Error },
+    #[error("{path} is empty (remove it to generate a new one, which ends every session)")]
+    Empty { path: String },
+    #[error("cannot create {path}: {source}")]
+    Create { path: String, source: std::io::Error },
+}
+
+/// The configured secret, or the one kept in `data_dir/jwt.secret`, so `tradewire token`
+/// and a restarted server agree with the running one. Created once (mode 0600, atomically);
+/// a secret file that exists but cannot be read is an error, never a reason to make a new
+/// one.
 pub fn load_or_create_secret(
     configured: Option<&SecretString>,
     data_dir: &Path,
-) -> std::io::Result<SecretString> {
+) -> Result<SecretString, SecretError> {
     if let Some(s) = configured {
         return Ok(s.clone());
     }
     let path = data_dir.join("jwt.secret");
-    match std::fs::read_to_string(&path) {
-        Ok(s) if !s.trim().is_empty() => Ok(SecretString::from(s.trim().to_owned())),
-        _ => {
-            std::fs::create_dir_all(data_dir)?;
-            let secret: String = rand::random::<[u8; 32]>().iter().map(|b| format!("{b:02x}")).collect();
-            std::fs::write(&path, &secret)?;
-            Ok(SecretString::from(secret))
-        }
+    let shown = path.display().to_string();
+    let read = |path: &Path| match std::fs::read_to_string(path) {
+        Ok(s) if s.trim().is_empty() => Err(SecretError::Empty { path: shown.clone() }),
+        Ok(s) => Ok(Some(SecretString::from(s.trim().to_owned()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(SecretError::Read { path: shown.clone(), source }),
+    };
+    if let Some(secret) = read(&path)? {
+        crate::private_files::tighten(&path, 0o600)
+            .map_err(|source| SecretError::Read { path: shown.clone(), source })?;
+        return Ok(secret);
     }
+    let create = |source| SecretError::Create { path: shown.clone(), source };
+    crate::private_files::private_dir(data_dir).map_err(create)?;
+    let secret: String = rand::random::<[u8; 32]>().iter().map(|b| format!("{b:02x}")).collect();
+    crate::private_files::create_new(&path, secret.as_bytes()).map_err(create)?;
+    // Whoever created it first, this is the secret now.
+    read(&path)?.ok_or_else(|| SecretError::Empty { path: shown.clone() })
 }
 
 #[cfg(test)]

@@ -27,6 +27,7 @@ pub mod errors;
 pub mod gateway;
 pub mod http;
 pub mod market_source;
+pub mod private_files;
 pub mod sim;
 pub mod state;
 pub mod telemetry;

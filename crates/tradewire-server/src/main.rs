@@ -48,7 +48,12 @@ enum Command {
         /// Address to listen on, e.g. 127.0.0.1:8080
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
-        /// Do not seed demo users and bots.
+        /// Demo mode (demo users with known passwords, bots, testing endpoints). The default
+        /// on a loopback address; anywhere else it has to be asked for.
+        #[arg(long, conflicts_with = "no_demo")]
+        demo: bool,
+        /// No demo mode: no demo data, and the demo users (if an earlier run seeded them)
+        /// cannot log in.
         #[arg(long)]
         no_demo: bool,
         /// Do not run the paper-trading simulator (no market data, orders rest as placed).
@@ -70,6 +75,11 @@ enum Command {
         /// Lifetime in seconds (default: the configured token lifetime).
         #[arg(long)]
         ttl: Option<i64>,
+    },
+    /// Manage user accounts (works while the server runs).
+    User {
+        #[command(subcommand)]
+        action: UserAction,
     },
     /// Print a user's events live; resumes after reconnects without gaps.
     Tail {
@@ -93,6 +103,59 @@ enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum UserAction {
+    /// Add a user (with a portfolio and a risk row); the password is read from stdin.
+    Add {
+        name: String,
+        /// The portfolio's starting balance.
+        #[arg(long, default_value = "10000")]
+        balance: String,
+    },
+    /// List the users.
+    List,
+    /// Set a user's password, read from stdin.
+    Passwd { name: String },
+    /// Remove a user and every row they own.
+    Remove { name: String },
+}
+
+/// The password on stdin: its first line, without the line break.
+fn read_password() -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).context("reading the password from stdin")?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_owned())
+}
+
+async fn user(config: &Config, action: &UserAction) -> anyhow::Result<()> {
+    use db::users;
+    let settings = config.db_settings();
+    let db = tokio::task::spawn_blocking(move || db::Db::open(&settings)).await??;
+    match action {
+        UserAction::Add { name, balance } => {
+            let (name, balance, password) = (name.clone(), balance.clone(), read_password()?);
+            let id = db.write(move |tx| users::add(tx, &name, &password, &balance)).await??;
+            println!("added {id}");
+        }
+        UserAction::List => {
+            for (id, name) in db.read(|c| users::list(c)).await? {
+                println!("{name}\t{id}");
+            }
+        }
+        UserAction::Passwd { name } => {
+            let (name, password) = (name.clone(), read_password()?);
+            db.write(move |tx| users::set_password(tx, &name, &password)).await??;
+            println!("password changed");
+        }
+        UserAction::Remove { name } => {
+            let (name, catalog) = (name.clone(), db.catalog().clone());
+            db.write(move |tx| users::remove(tx, &catalog, &name)).await??;
+            println!("removed");
+        }
+    }
+    Ok(())
+}
+
 fn config(cli: &Cli, overrides: Overrides) -> anyhow::Result<Config> {
     Ok(Config::load(
         cli.config.as_deref(),
@@ -105,11 +168,11 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     telemetry::set_allocator_stats(jemalloc_stats);
     match &cli.command {
-        Command::Serve { listen, no_demo, no_sim, json_logs, capture } => {
+        Command::Serve { listen, demo, no_demo, no_sim, json_logs, capture } => {
             let overrides = Overrides {
                 capture: *capture,
                 listen: *listen,
-                demo: no_demo.then_some(false),
+                demo: if *demo { Some(true) } else { no_demo.then_some(false) },
                 simulator: no_sim.then_some(false),
                 log_format: json_logs.then_some(LogFormat::Json),
                 ..Overrides::default()
@@ -125,6 +188,11 @@ async fn main() -> anyhow::Result<()> {
             let n = tokio::task::spawn_blocking(move || db::Db::migrate_only(&settings)).await??;
             println!("applied {n} migration(s)");
             Ok(())
+        }
+        Command::User { action } => {
+            let config = config(&cli, Overrides::default())?;
+            telemetry::init_logs("warn", LogFormat::Pretty);
+            user(&config, action).await
         }
         Command::Token { user, ttl } => {
             let config = config(&cli, Overrides::default())?;
@@ -151,7 +219,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
-    let demo = config.demo;
+    let demo = config.demo_mode();
     let server = Server::build(config).await.context("cannot start")?;
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();
@@ -169,7 +237,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     });
     println!("Tradewire is running. Dashboard: http://{addr}/");
     if demo {
-        println!("Demo logins: alice / alice-demo, bob / bob-demo");
+        let logins: Vec<String> = db::seed::DEMO_USERS.iter().map(|(u, p)| format!("{u} / {p}")).collect();
+        println!("Demo mode. Logins: {}", logins.join(", "));
     }
     server.serve(listener, shutdown).await
 }

@@ -49,7 +49,7 @@ pub use model::{
 };
 pub use orders::{ChainSpec, Denied, DenyReason, NewOrder, TransitionError, transition};
 pub use price_model::{
-    BookDelta, BookSnapshot, Kline, Mark, Market, MarketConfig, MarketEvent, Ticker, Trade,
+    BookDelta, BookSnapshot, KLINE_INTERVALS, Kline, Mark, Market, MarketConfig, MarketEvent, Ticker, Trade,
 };
 pub use strategy::{BotConfig, Decision, Grid, Intent, MaCrossover, MeanReversion, STRATEGIES, Strategy};
 

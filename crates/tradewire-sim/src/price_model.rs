@@ -17,6 +17,9 @@ use rust_decimal::prelude::ToPrimitive;
 use serde::{Deserialize, Serialize};
 
 use crate::book::{Level, diff};
+
+/// The kline intervals the simulated market publishes (`kline:<SYMBOL>:<interval>`).
+pub const KLINE_INTERVALS: &[&str] = &["1m"];
 use crate::instrument::{Instrument, SymbolConfig};
 use crate::model::Side;
 
@@ -199,7 +202,7 @@ impl SymbolState {
         let last = inst.price_from_f64(start);
         let kline = Kline {
             symbol: inst.symbol.clone(),
-            interval: "1m".to_string(),
+            interval: KLINE_INTERVALS[0].to_string(),
             open_time: now_ms - now_ms.rem_euclid(MINUTE_MS),
             open: last,
             high: last,

@@ -1,14 +1,15 @@
 //! `POST /v1/auth/login`: a username and password for a token.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::throttle::LoginThrottle;
 use crate::credentials::Passwords;
-use crate::db::DbError;
 use crate::errors::{ApiError, ApiResult};
 use crate::http::ApiJson;
 use crate::state::AppState;
@@ -22,8 +23,13 @@ pub struct Login {
 pub async fn login(
     State(state): State<AppState>,
     State(passwords): State<Arc<Passwords>>,
+    State(throttle): State<Arc<LoginThrottle>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     ApiJson(body): ApiJson<Login>,
 ) -> ApiResult<Json<Value>> {
+    throttle
+        .attempt(&body.username, peer.ip())
+        .map_err(|wait| ApiError::rate_limited("too many login attempts; try again later", wait))?;
     let username = body.username.clone();
     let found: Option<(String, String)> = state
         .db()
@@ -38,18 +44,14 @@ pub async fn login(
             }))
         })
         .await?;
-    // Hashing runs on the blocking pool: Argon2 is deliberately slow. An unknown username
-    // takes as long as a wrong password (see `Passwords`).
-    let password = body.password;
-    let user = tokio::task::spawn_blocking(move || {
-        let (id, hash) = found.unzip();
-        passwords.verify(hash.as_deref(), &password).then_some(id).flatten()
-    })
-    .await
-    .map_err(|_| ApiError::from(DbError::Join))?;
-    let Some(user_id) = user else {
+    // An unknown username takes as long as a wrong password (see `Passwords`).
+    let (id, hash) = found.unzip();
+    let matched = passwords.check(hash, body.password).await;
+    let Some(user_id) = id.filter(|_| matched) else {
+        throttle.failed(&body.username);
         return Err(ApiError::unauthorized("unknown username or wrong password"));
     };
+    throttle.succeeded(&body.username);
     let (token, claims) = state.tokens().issue(&user_id, &body.username, None);
     Ok(Json(json!({"token": token, "user_id": user_id, "expires_at": claims.expires_at_ms()})))
 }

@@ -10,6 +10,7 @@ pub mod login;
 pub mod ops;
 pub mod read;
 pub mod testing;
+pub mod throttle;
 pub mod trading;
 
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use axum::extract::FromRef;
 use axum::routing::{get, post};
 use tradewire_protocol::Row;
 
+use self::throttle::{LoginThrottle, ThrottleLimits};
 use crate::credentials::Passwords;
 use crate::db::{Catalog, Sql};
 use crate::errors::{ApiError, ApiResult};
@@ -30,6 +32,10 @@ use crate::state::AppState;
 pub struct ApiSettings {
     /// `/v1/testing/*` answers (demo mode turns it on); otherwise 404.
     pub testing_endpoints: bool,
+    /// Login throttling.
+    pub login: ThrottleLimits,
+    /// Demo mode: `GET /v1/demo` lists the demo logins (404 otherwise).
+    pub demo: bool,
 }
 
 /// The REST API's router state: the shared services plus its own settings.
@@ -38,6 +44,7 @@ pub struct Api {
     app: AppState,
     settings: Arc<ApiSettings>,
     passwords: Arc<Passwords>,
+    throttle: Arc<LoginThrottle>,
 }
 
 impl FromRef<Api> for AppState {
@@ -58,8 +65,15 @@ impl FromRef<Api> for Arc<Passwords> {
     }
 }
 
+impl FromRef<Api> for Arc<LoginThrottle> {
+    fn from_ref(api: &Api) -> Arc<LoginThrottle> {
+        api.throttle.clone()
+    }
+}
+
 pub fn router(app: AppState, settings: ApiSettings) -> Router {
-    let state = Api { app, settings: Arc::new(settings), passwords: Arc::new(Passwords::new()) };
+    let throttle = Arc::new(LoginThrottle::new(settings.login));
+    let state = Api { app, settings: Arc::new(settings), passwords: Arc::new(Passwords::new()), throttle };
     Router::new()
         .route("/v1/auth/login", post(login::login))
         .route("/v1/bots", get(read::list_bots).post(bots::create))
@@ -80,6 +94,7 @@ pub fn router(app: AppState, settings: ApiSettings) -> Router {
         .route("/v1/market/symbols", get(ops::symbols))
         .route("/v1/market/{symbol}/{view}", get(ops::market_view))
         .route("/v1/testing/simulate-signal", post(testing::simulate_signal))
+        .route("/v1/demo", get(testing::demo_logins))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

@@ -46,3 +46,16 @@ pub async fn simulate_signal(
     let row = sim.signal(&user.id, &req.bot_id, req.direction, confidence).await?;
     Ok(Json(into_row(row)))
 }
+
+/// `GET /v1/demo`: the demo logins, for the login page; 404 outside demo mode (the page then
+/// shows no passwords).
+pub async fn demo_logins(State(settings): State<Arc<ApiSettings>>) -> ApiResult<Json<serde_json::Value>> {
+    if !settings.demo {
+        return Err(ApiError::not_found("endpoint"));
+    }
+    let users: Vec<serde_json::Value> = crate::db::seed::DEMO_USERS
+        .iter()
+        .map(|(username, password)| serde_json::json!({"username": username, "password": password}))
+        .collect();
+    Ok(Json(serde_json::json!({"users": users})))
+}

@@ -28,7 +28,7 @@ use tradewire_hub::Change;
 use super::pump::Source;
 use super::seq::PG_APPEND;
 use super::{CaptureError, Result};
-use crate::changefeed::log::{LOG_COLUMNS, log_row, to_change};
+use crate::changefeed::log::{LOG_COLUMNS, log_row, note_unreadable, to_change};
 use crate::db::catalog::TableInfo;
 use crate::db::rows::json_row_expr;
 use crate::db::sql::{Cell, Dialect, Sql};
@@ -180,7 +180,12 @@ impl Source for Reader {
         }
         let epoch = self.db.epoch().clone();
         let changes = tokio::task::spawn_blocking(move || {
-            rows.into_iter().map(|r| to_change(&epoch, log_row(r)?)).collect::<Result<Vec<_>, DbError>>()
+            let read = |r| {
+                let change = to_change(&epoch, log_row(r)?);
+                note_unreadable(&change);
+                Ok(change)
+            };
+            rows.into_iter().map(read).collect::<Result<Vec<_>, DbError>>()
         })
         .await
         .map_err(|_| DbError::Join)??;

@@ -16,7 +16,7 @@ use tradewire_hub::Change;
 
 use super::pump::Source;
 use super::seq::sqlite_append as append;
-use crate::changefeed::log::{LOG_COLUMNS, log_row, to_change};
+use crate::changefeed::log::{LOG_COLUMNS, log_row, note_unreadable, to_change};
 use crate::db::catalog::TableInfo;
 use crate::db::rows::json_row_expr;
 use crate::db::sql::{Dialect, Lite, Sql};
@@ -122,7 +122,9 @@ impl Source for Reader {
             for r in rows {
                 let r = log_row(r)?;
                 last = r.id;
-                out.push(to_change(&epoch, r)?);
+                let change = to_change(&epoch, r);
+                note_unreadable(&change);
+                out.push(change);
             }
             Ok::<_, DbError>((last, out))
         })

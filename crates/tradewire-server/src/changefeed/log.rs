@@ -77,16 +77,41 @@ pub(crate) fn log_row(r: Vec<Cell>) -> Result<LogRow> {
     })
 }
 
-/// Build the shared, encoded change of a log row.
-pub(crate) fn to_change(epoch: &Arc<str>, r: LogRow) -> Result<Change> {
+/// Build the shared, encoded change of a log row. A row that cannot be read (JSON that
+/// does not parse, an unknown op: a writer bypassing the triggers, or a value an old
+/// `sqlite3` shell wrote as bare `Inf`) still keeps its place in the user's stream: the
+/// change carries `error` and whatever could be read, so no one's stream stops or gaps.
+pub(crate) fn to_change(epoch: &Arc<str>, r: LogRow) -> Change {
+    let mut errors: Vec<String> = Vec::new();
     let op = match r.op.as_str() {
         "insert" => ChangeOp::Insert,
         "update" => ChangeOp::Update,
-        _ => ChangeOp::Delete,
+        "delete" => ChangeOp::Delete,
+        other => {
+            errors.push(format!("unknown change op {:?}", other.chars().take(32).collect::<String>()));
+            ChangeOp::Update
+        }
     };
-    let row = r.row.as_deref().map(parse_row).transpose()?;
-    let old = r.old.as_deref().map(parse_row).transpose()?;
-    Ok(make_change(epoch, r.user_id, r.seq, r.topic, op, r.commit_ts, row, old))
+    let mut read = |name: &str, text: Option<&str>| match text.map(parse_row).transpose() {
+        Ok(row) => row,
+        Err(e) => {
+            errors.push(format!("{name}: {e}"));
+            None
+        }
+    };
+    let row = read("row", r.row.as_deref());
+    let old = read("old", r.old.as_deref());
+    let change = make_change(epoch, r.user_id, r.seq, r.topic, op, r.commit_ts, row, old);
+    if errors.is_empty() { change } else { change.with_error(errors.join("; ")) }
+}
+
+/// Count and log (once: where capture publishes it) a change that could not be read.
+pub(crate) fn note_unreadable(change: &Change) {
+    if let Some(error) = &change.error {
+        metrics::counter!("tradewire_unreadable_changes_total").increment(1);
+        tracing::warn!(user = %change.user_id, seq = change.seq, topic = %change.topic, %error,
+            "a change-log row could not be read; it is delivered with `error` in its place");
+    }
 }
 
 /// The shared, encoded change, with its domain events.
@@ -172,7 +197,7 @@ impl ChangeLog {
                     ),
                     sql_params![user, after, limit as i64],
                 )?;
-                rows.into_iter().map(|r| Ok(Arc::new(to_change(&epoch, log_row(r)?)?))).collect()
+                rows.into_iter().map(|r| Ok(Arc::new(to_change(&epoch, log_row(r)?)))).collect()
             })
             .await
     }

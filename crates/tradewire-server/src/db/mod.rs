@@ -11,6 +11,7 @@ pub mod rows;
 pub mod schema;
 pub mod seed;
 pub mod sql;
+pub mod users;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -161,9 +162,7 @@ impl Db {
     }
 
     fn open_sqlite(settings: &DbSettings, specs: &[TableSpec]) -> Result<Self> {
-        let data_dir = &settings.data_dir;
-        check_data_dir(data_dir)?;
-        let path: Arc<Path> = data_dir.join("tradewire.db").into();
+        let path: Arc<Path> = sqlite_file(&settings.data_dir)?.into();
         let mut conn = Connection::open_with_flags(
             &path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
@@ -211,8 +210,7 @@ impl Db {
     pub fn migrate_only(settings: &DbSettings) -> Result<usize> {
         match &settings.database {
             None => {
-                check_data_dir(&settings.data_dir)?;
-                let mut conn = Connection::open(settings.data_dir.join("tradewire.db"))?;
+                let mut conn = Connection::open(sqlite_file(&settings.data_dir)?)?;
                 configure(&mut conn)?;
                 schema::migrate(&mut sql::Lite(&conn))
             }
@@ -353,18 +351,37 @@ fn pg_message(e: &postgres::Error) -> String {
     }
 }
 
+/// The SQLite database file in `data_dir`, the directory checked and every file of the
+/// database restricted to its owner (0600, set before SQLite opens it: its `-wal` and
+/// `-shm` files take the database file's mode).
+fn sqlite_file(data_dir: &Path) -> Result<PathBuf> {
+    check_data_dir(data_dir)?;
+    let path = data_dir.join("tradewire.db");
+    let private = |source| DbError::DataDir {
+        path: data_dir.to_owned(),
+        problem: "cannot restrict the database to its owner",
+        source: Some(source),
+    };
+    crate::private_files::touch_private(&path).map_err(private)?;
+    for suffix in ["-wal", "-shm"] {
+        let mut side = path.as_os_str().to_owned();
+        side.push(suffix);
+        crate::private_files::tighten(Path::new(&side), 0o600).map_err(private)?;
+    }
+    Ok(path)
+}
+
 fn check_data_dir(dir: &Path) -> Result<()> {
     let err = |problem: &'static str, source: Option<std::io::Error>| DbError::DataDir {
         path: dir.to_owned(),
         problem,
         source,
     };
-    if !dir.exists() {
-        std::fs::create_dir_all(dir).map_err(|e| err("cannot create it", Some(e)))?;
-    }
-    if !dir.is_dir() {
+    if dir.exists() && !dir.is_dir() {
         return Err(err("exists but is not a directory", None));
     }
+    crate::private_files::private_dir(dir)
+        .map_err(|e| err("cannot create it or restrict it to its owner", Some(e)))?;
     let probe = dir.join(".tradewire-write-test");
     std::fs::write(&probe, b"ok").map_err(|e| err("is not writable", Some(e)))?;
     let _ = std::fs::remove_file(probe);

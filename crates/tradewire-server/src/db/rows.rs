@@ -23,6 +23,12 @@ pub fn json_row_expr(dialect: Dialect, columns: &[Column], prefix: &str) -> Stri
                     format!("CASE WHEN json_valid({v}) THEN json({v}) ELSE {v} END")
                 }
                 (Dialect::Postgres, ColumnKind::Decimal) => format!("{v}::text"),
+                // SQLite can hold an infinite REAL (`1e999`), which JSON cannot: it is
+                // written as the string "Infinity" or "-Infinity", as PostgreSQL does.
+                (Dialect::Sqlite, ColumnKind::Plain) => format!(
+                    "CASE WHEN typeof({v}) = 'real' AND abs({v}) > 1.7976931348623157e308 \
+                     THEN CASE WHEN {v} > 0 THEN 'Infinity' ELSE '-Infinity' END ELSE {v} END"
+                ),
                 _ => v,
             };
             format!("'{}', {value}", c.name)

@@ -58,9 +58,46 @@ pub fn create_user(conn: &mut dyn Sql, username: &str, password: &str, balance: 
     Ok(user_id)
 }
 
-/// Seed the demo desk into a database that has no users yet (run in a transaction).
+/// `tw_meta` key listing the ids of the users the demo seed created.
+const DEMO_USERS_KEY: &str = "demo_users";
+/// A password hash no password matches: the login of a demo user outside demo mode.
+const DISABLED: &str = "!disabled-outside-demo-mode";
+
+/// The ids of the users the demo seed created (none when it never ran).
+fn demo_user_ids(tx: &mut dyn Sql) -> Result<Vec<String>> {
+    let ids = tx.text("SELECT value FROM tw_meta WHERE key = ?1", params![DEMO_USERS_KEY])?;
+    Ok(ids.map(|v| v.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect()).unwrap_or_default())
+}
+
+/// Outside demo mode the demo users cannot log in (their rows stay; an operator removes
+/// them with `tradewire user remove`). Run in a transaction.
+pub fn leave_demo(tx: &mut dyn Sql) -> Result<()> {
+    instruments(tx)?;
+    let mut disabled = 0;
+    for id in demo_user_ids(tx)? {
+        disabled += tx.execute(
+            "UPDATE users SET password_hash = ?1 WHERE id = ?2 AND password_hash <> ?1",
+            params![DISABLED, &id],
+        )?;
+    }
+    if disabled > 0 {
+        tracing::warn!(disabled, "not in demo mode: the demo users' logins are disabled");
+    }
+    Ok(())
+}
+
+/// Seed the demo desk into a database that has no users yet; in a database seeded before,
+/// give the demo users their logins back (run in a transaction).
 pub fn demo(tx: &mut dyn Sql) -> Result<()> {
     instruments(tx)?;
+    for id in demo_user_ids(tx)? {
+        if let Some((_, password)) = DEMO_USERS.iter().find(|(name, _)| id == format!("u_{name}")) {
+            tx.execute(
+                "UPDATE users SET password_hash = ?1 WHERE id = ?2 AND password_hash = ?3",
+                params![hash_password(password), &id, DISABLED],
+            )?;
+        }
+    }
     let users = tx.value("SELECT COUNT(*) FROM users", &[])?.map_or(0, |c| c.int());
     if users == 0 {
         let now = now_ms();
@@ -71,9 +108,14 @@ pub fn demo(tx: &mut dyn Sql) -> Result<()> {
             ("bob", "Bob's BTC Grid", "grid", "BTCUSDT", "running"),
             ("bob", "Bob's ETH Trend", "ma_crossover", "ETHUSDT", "stopped"),
         ];
+        let mut ids = Vec::new();
         for (name, password) in DEMO_USERS {
-            create_user(tx, name, password, "10000")?;
+            ids.push(create_user(tx, name, password, "10000")?);
         }
+        tx.execute(
+            "INSERT INTO tw_meta(key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            params![DEMO_USERS_KEY, ids.join(",")],
+        )?;
         for (i, (owner, name, strategy, symbol, status)) in bots.into_iter().enumerate() {
             tx.execute(
                 "INSERT INTO trading_bots(id, user_id, portfolio_id, name, strategy, symbol, status, config, created_at, updated_at)

@@ -6,6 +6,7 @@
 //! The gateway reads the change log through `changefeed` and receives live changes from
 //! the hub; it never writes to the database, and it does not depend on the REST API.
 
+pub mod admission;
 pub mod limits;
 pub mod poll;
 pub mod selection;
@@ -22,6 +23,7 @@ use axum::extract::FromRef;
 use axum::routing::get;
 use tradewire_protocol::{From, Limits, Row};
 
+use self::admission::{Admission, AdmissionLimits};
 use crate::errors::ApiError;
 use crate::state::AppState;
 
@@ -36,6 +38,8 @@ pub struct GatewaySettings {
     pub limits: Limits,
     /// Most rows per topic in a snapshot (newest kept).
     pub snapshot_max_rows: usize,
+    /// Caps on connections per user and address, SSE streams, unauthenticated sockets.
+    pub admission: AdmissionLimits,
 }
 
 /// The transports' router state: the shared services plus the gateway's settings.
@@ -43,6 +47,7 @@ pub struct GatewaySettings {
 pub struct Gateway {
     app: AppState,
     settings: Arc<GatewaySettings>,
+    admission: Arc<Admission>,
 }
 
 impl Gateway {
@@ -52,6 +57,10 @@ impl Gateway {
 
     pub fn settings(&self) -> &GatewaySettings {
         &self.settings
+    }
+
+    pub fn admission(&self) -> &Arc<Admission> {
+        &self.admission
     }
 }
 
@@ -66,7 +75,11 @@ pub fn router(app: AppState, settings: GatewaySettings) -> Router {
         .route("/v1/ws", get(ws::handler))
         .route("/v1/sse", get(sse::handler))
         .route("/v1/changes", get(poll::handler))
-        .with_state(Gateway { app, settings: Arc::new(settings) })
+        .with_state(Gateway {
+            app,
+            admission: Admission::new(settings.admission),
+            settings: Arc::new(settings),
+        })
 }
 
 /// Parse the `topics` (comma-separated) and `where` (JSON object) query parameters.

@@ -44,7 +44,7 @@ impl Selection {
                     }
                 }
                 Ok(Topic::Market(m)) => match market {
-                    Some(bus) if bus.serves(m.symbol()) => {
+                    Some(bus) if bus.serves_topic(&m) => {
                         let name = m.to_string();
                         if !market_topics.contains(&name) {
                             market_topics.push(name);
@@ -54,7 +54,7 @@ impl Selection {
                         return Err(Rejection::new(
                             ErrorCode::InvalidTopic,
                             format!(
-                                "market topic \"{m}\" is not served (unknown symbol, or no market source runs)"
+                                "market topic \"{m}\" is not served (unknown symbol or interval, or no market source runs)"
                             ),
                         ));
                     }

@@ -5,9 +5,10 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -18,6 +19,7 @@ use tradewire_protocol::{From, ServerFrame};
 
 use super::selection::Selection;
 use super::session::{Outgoing, Session, Transport};
+use super::ws::refused;
 use super::{Gateway, parse_from, parse_selection_query};
 use crate::clock::now_ms;
 use crate::errors::{ApiError, ApiResult, StreamEnd};
@@ -92,12 +94,19 @@ impl Transport for SseTransport {
 
 pub async fn handler(
     State(gateway): State<Gateway>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     ApiQuery(q): ApiQuery<SseQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let app = gateway.app().clone();
     let token = request_token(&headers, q.token).ok_or_else(|| ApiError::unauthorized("missing token"))?;
     let claims = app.tokens().verify(&token)?;
+    let admission = gateway.admission();
+    let tickets = [
+        admission.address(peer.ip()).map_err(refused)?,
+        admission.user(&claims.sub).map_err(refused)?,
+        admission.sse().map_err(refused)?,
+    ];
     let (topics, filter) = parse_selection_query(q.topics.as_deref(), q.filter.as_deref())?;
     let selection = Selection::new(app.catalog(), Some(app.market_bus()), &topics, filter.as_ref())?;
     let last_event_id = headers.get("last-event-id").and_then(|v| v.to_str().ok());
@@ -109,7 +118,14 @@ pub async fn handler(
     let (tx, rx) = mpsc::channel::<Event>(256);
     let span = tracing::info_span!("sse", user = %claims.name, session = session.id());
     let heartbeat = gateway.settings().heartbeat;
-    app.tracker().spawn(stream(gateway, session, selection, from, SseTransport { tx }).instrument(span));
+    let stream = stream(gateway, session, selection, from, SseTransport { tx });
+    app.tracker().spawn(
+        async move {
+            stream.await;
+            drop(tickets);
+        }
+        .instrument(span),
+    );
     let events =
         futures::stream::unfold(
             rx,

@@ -4,12 +4,13 @@
 //! The connection loop is generic over the socket's `Stream`/`Sink` halves, so it can be
 //! driven by any WebSocket implementation.
 
+use std::net::SocketAddr;
 use std::pin::{Pin, pin};
 use std::task::Poll;
 use std::time::Duration;
 
-use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use futures::{Sink, SinkExt, Stream, StreamExt};
@@ -24,12 +25,13 @@ use tradewire_hub::{Change, Inbox};
 use tradewire_protocol::{ClientFrame, CloseCode, ErrorCode, From, ServerFrame};
 
 use super::Gateway;
+use super::admission::{Refused, Ticket};
 use super::limits::{RateLimiter, Verdict};
 use super::selection::Selection;
 use super::session::{Outgoing, Session, Transport};
 use crate::clock::now_ms;
 use crate::credentials::{Claims, TokenError};
-use crate::errors::{StreamEnd, read_error_close_code};
+use crate::errors::{ApiError, StreamEnd, read_error_close_code};
 use crate::http::{ApiQuery, request_token};
 
 /// How long a close frame may take to leave before the connection is dropped.
@@ -51,11 +53,21 @@ pub struct WsQuery {
 
 pub async fn handler(
     State(gateway): State<Gateway>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     ApiQuery(q): ApiQuery<WsQuery>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
-) -> Response {
+) -> Result<Response, ApiError> {
     let token = request_token(&headers, q.token);
+    // Caps are checked before the upgrade, so a refused client gets a plain 429. A token
+    // that does not verify is refused after the upgrade, with 4001, as before.
+    let admission = gateway.admission();
+    let mut tickets = vec![admission.address(peer.ip()).map_err(refused)?];
+    match token.as_deref().map(|t| gateway.app().tokens().verify(t)) {
+        Some(Ok(claims)) => tickets.push(admission.user(&claims.sub).map_err(refused)?),
+        Some(Err(_)) => {}
+        None => tickets.push(admission.unauthenticated().map_err(refused)?),
+    }
     let max = gateway.settings().limits.max_frame_bytes;
     let tracker = gateway.app().tracker().clone();
     // Buffers are sized for many idle connections: tungstenite's defaults (128 KiB each
@@ -67,11 +79,16 @@ pub async fn handler(
         .max_frame_size(max)
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BATCH_BYTES);
-    ws.on_upgrade(move |socket: WebSocket| {
+    Ok(ws.on_upgrade(move |socket: WebSocket| {
         let span = tracing::info_span!("ws", user = tracing::field::Empty, session = tracing::field::Empty);
         let (sink, stream) = socket.split();
-        tracker.track_future(connection(gateway, sink, stream, token).instrument(span))
-    })
+        tracker.track_future(connection(gateway, sink, stream, token, tickets).instrument(span))
+    }))
+}
+
+/// A cap refused the connection: 429 `rate_limited`.
+pub(super) fn refused(r: Refused) -> ApiError {
+    ApiError::rate_limited(r.to_string(), Duration::from_secs(1))
 }
 
 /// Why a frame from the client could not be used.
@@ -245,8 +262,13 @@ fn expiry(claims: &Claims) -> Instant {
 }
 
 /// One WebSocket connection, from upgrade to close.
-pub async fn connection<K, S>(gateway: Gateway, sink: K, mut stream: S, token: Option<String>)
-where
+pub async fn connection<K, S>(
+    gateway: Gateway,
+    sink: K,
+    mut stream: S,
+    token: Option<String>,
+    mut tickets: Vec<Ticket>,
+) where
     K: Sink<Message> + Unpin + Send,
     S: Stream<Item = Result<Message, axum::Error>> + Unpin + Send,
 {
@@ -259,9 +281,25 @@ where
         market_delivered: metrics::counter!("tradewire_market_delivered_total"),
         events_delivered: metrics::counter!("tradewire_events_delivered_total"),
     };
+    let authenticated_at_upgrade = token.is_some();
     let code = match authenticate(&gateway, &mut stream, token).await {
         Err(code) => code,
-        Ok(claims) => run(&gateway, &mut out, &mut stream, claims).await,
+        Ok(claims) => {
+            // Authenticated by its first frame: the user's cap is checked now, and the
+            // place among sockets waiting to authenticate is given back.
+            let admitted = match authenticated_at_upgrade {
+                true => Ok(()),
+                false => gateway.admission().user(&claims.sub).map(|user| {
+                    // [address, waiting to authenticate] becomes [address, user].
+                    tickets.pop();
+                    tickets.push(user);
+                }),
+            };
+            match admitted {
+                Ok(()) => run(&gateway, &mut out, &mut stream, claims).await,
+                Err(_) => CloseCode::RateLimited,
+            }
+        }
     };
     if code != CloseCode::Normal {
         out.close(code).await;

@@ -8,5 +8,5 @@
 mod caller;
 mod extract;
 
-pub use caller::{AuthUser, bearer_token, request_token};
+pub use caller::{AuthUser, bearer_token, redacted_uri, request_token};
 pub use extract::{ApiJson, ApiQuery};

@@ -175,6 +175,7 @@ pub async fn run(
         }
     };
     bus.set_symbols(sim.market().instruments().map(|i| i.symbol.clone()));
+    bus.set_kline_intervals(tradewire_sim::KLINE_INTERVALS.iter().map(|iv| (*iv).to_owned()));
     tracing::info!(seed = settings.seed, ticks_per_second = settings.ticks_per_second, "simulator running");
     let period = Duration::from_secs(1) / settings.ticks_per_second.max(1);
     let mut tick = tokio::time::interval(period);
@@ -201,6 +202,7 @@ pub async fn run(
         }
     }
     bus.set_symbols([]);
+    bus.set_kline_intervals([]);
     tracing::info!("simulator stopped");
     Ok(())
 }

@@ -216,7 +216,7 @@ async fn logical_capture_refuses_to_start_without_wal_level_logical_and_names_th
     let config = Config {
         data_dir: tmp.path().to_owned(),
         database: Some(cluster.url(&cluster.create_database())),
-        demo: false,
+        demo: Some(false),
         simulator: false,
         ..Config::default()
     };
@@ -243,7 +243,7 @@ async fn logical_capture_refuses_a_role_without_replication_and_names_the_fix() 
     drop(admin);
     let tmp = tempfile::tempdir().unwrap();
     config.data_dir = tmp.path().to_owned();
-    config.demo = false;
+    config.demo = Some(false);
     config.simulator = false;
     config.database = Some(url.replace("postgres://postgres@", &format!("postgres://{role}@")));
     let err = tradewire_server::Server::build(config).await.err().expect("refused").to_string();
@@ -315,7 +315,7 @@ async fn logical_capture_refuses_an_operator_table_whose_deletes_would_lose_the_
     backend::prepare(&mut config);
     let tmp = tempfile::tempdir().unwrap();
     config.data_dir = tmp.path().to_owned();
-    config.demo = false;
+    config.demo = Some(false);
     config.simulator = false;
     create_alerts(&config, false);
     config.tables = vec![alerts_spec()];

@@ -66,7 +66,7 @@ fn test_config(dir: &Path) -> Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.to_owned(),
         jwt_secret: Some("integration-test-secret".to_owned().into()),
-        demo: false,
+        demo: Some(false),
         simulator: false,
         heartbeat_ms: 1000,
         auth_timeout_ms: 1000,

@@ -9,6 +9,7 @@ mod auth;
 mod bad_input;
 mod client;
 mod faults;
+mod hardening;
 mod isolation;
 mod market;
 mod ops;

@@ -52,13 +52,14 @@ async fn clients_get_1001_and_resume_after_restart_with_nothing_lost() {
 async fn a_missing_data_directory_is_created_and_an_unusable_one_is_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
     let nested = tmp.path().join("a/b/c");
-    let config = tradewire_server::Config { data_dir: nested.clone(), demo: false, ..Default::default() };
+    let config =
+        tradewire_server::Config { data_dir: nested.clone(), demo: Some(false), ..Default::default() };
     tradewire_server::Server::build(config).await.expect("a missing directory is created");
     assert!(nested.join("tradewire.db").exists());
 
     let file = tmp.path().join("not-a-dir");
     std::fs::write(&file, "x").unwrap();
-    let config = tradewire_server::Config { data_dir: file, demo: false, ..Default::default() };
+    let config = tradewire_server::Config { data_dir: file, demo: Some(false), ..Default::default() };
     let err = tradewire_server::Server::build(config)
         .await
         .err()

@@ -1,0 +1,383 @@
+//! One user, one bad row or one default must never hurt everyone: unreadable log rows,
+//! password guessing, connection floods, made-up market topics, file modes, tokens in
+//! logs, demo mode on a public address, and the `tradewire user` command.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tradewire_protocol::ServerFrame;
+use tradewire_server::Server;
+
+use crate::backend::{Backend, backend, shell};
+use tradewire_server::db::Sql;
+
+use crate::helpers::{Bystander, Closed, TestApp, Ws, eventually, spawn_app, spawn_app_with};
+
+async fn login(app: &TestApp, username: &str, password: &str) -> reqwest::Response {
+    app.http
+        .post(app.url("/v1/auth/login"))
+        .json(&json!({"username": username, "password": password}))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// A change-log row the server cannot read (JSON that does not parse, as a writer that
+/// bypasses the triggers, or an old trigger, could leave) keeps its place in its user's
+/// stream: it arrives with `error`, the stream goes on without a gap, and nobody else's
+/// stream stalls. (Logical capture writes its log rows itself, from typed WAL values, so
+/// this is a triggers' matter: SQLite and the outbox.)
+#[tokio::test]
+async fn an_unreadable_change_log_row_is_delivered_in_its_place_and_nothing_stops() {
+    if backend() == Backend::PgLogical {
+        return;
+    }
+    let app = spawn_app().await;
+    let mut alice = Bystander::new(&app, "alice").await;
+    let mut bob = Bystander::new(&app, "bob").await;
+    let mut c = app.sql();
+    c.batch(
+        "BEGIN;
+         UPDATE tw_user_seq SET seq = seq + 1 WHERE user_id = 'u_alice';
+         INSERT INTO tw_changes(user_id, seq, topic, op, row_json, old_json, commit_ts)
+             SELECT 'u_alice', seq, 'signals', 'insert', '{\"id\":\"sig_x\",\"confidence\":Inf}', NULL, 0
+             FROM tw_user_seq WHERE user_id = 'u_alice';
+         COMMIT;",
+    )
+    .unwrap();
+    let ev = alice.ws.event().await;
+    assert_eq!(ev.seq, alice.seq + 1, "in its place");
+    assert!(ev.row.is_none());
+    let error = ev.error.expect("the event says it could not be read");
+    assert!(error.contains("row"), "{error}");
+    alice.seq = ev.seq;
+    alice.still_served(&app).await;
+    bob.still_served(&app).await;
+
+    // A replay reads it the same way (and does not stop there either).
+    let mut ws = app.ws("alice").await;
+    let from = format!("{}:{}", app.epoch(), alice.seq - 2);
+    ws.send_json(json!({"op": "subscribe", "id": "r", "topics": ["*"], "from": from})).await;
+    assert!(matches!(ws.frame().await, ServerFrame::Subscribed { .. }));
+    let replayed = [ws.event().await, ws.event().await];
+    assert!(replayed[0].error.is_some() && replayed[1].error.is_none(), "{replayed:?}");
+    assert_eq!(replayed[1].seq, alice.seq);
+
+    let metrics = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("tradewire_unreadable_changes_total"), "counted");
+}
+
+/// SQLite: an infinite REAL written by another process (`1e999` in an INTEGER column keeps
+/// its REAL value) is captured as the string "Infinity", valid JSON, not as a bare `Inf`.
+#[tokio::test]
+async fn an_infinite_number_from_another_writer_is_captured_as_a_string() {
+    if backend() != Backend::Sqlite {
+        return;
+    }
+    let app = spawn_app().await;
+    let created =
+        app.post("alice", "/v1/bots", json!({"name": "b", "strategy": "grid", "symbol": "BTCUSDT"})).await;
+    assert!(created.status().is_success());
+    let bot: Value = created.json().await.unwrap();
+    let mut alice = Bystander::new(&app, "alice").await;
+    shell(
+        &app.target(),
+        &format!("UPDATE trading_bots SET updated_at = 1e999 WHERE id = '{}';", bot["id"].as_str().unwrap()),
+    );
+    let ev = alice.ws.event().await;
+    assert_eq!(ev.seq, alice.seq + 1);
+    assert!(ev.error.is_none(), "{:?}", ev.error);
+    assert_eq!(ev.row.unwrap()["updated_at"], "Infinity");
+    alice.seq += 1;
+    alice.still_served(&app).await;
+}
+
+#[tokio::test]
+async fn password_guessing_is_throttled_per_user_name_and_per_address() {
+    let app = spawn_app_with(|c| c.login_attempts_per_address = 15).await;
+    for _ in 0..10 {
+        assert_eq!(login(&app, "alice", "guess").await.status(), 401);
+    }
+    let refused = login(&app, "alice", "alice-pw").await;
+    assert_eq!(refused.status(), 429, "even the right password waits out the window");
+    let wait: u64 = refused.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&wait), "Retry-After {wait}");
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited");
+    assert_eq!(login(&app, "bob", "bob-pw").await.status(), 200, "another user is not locked out");
+
+    // One address trying many names: 15 attempts a minute. 11 were counted so far (the
+    // refused one was turned away before it counted).
+    for name in ["carol", "dave", "erin", "frank"] {
+        assert_eq!(login(&app, name, "x").await.status(), 401);
+    }
+    assert_eq!(login(&app, "gina", "x").await.status(), 429);
+}
+
+async fn ws_status(url: &str, token: Option<&str>) -> Result<(), u16> {
+    let mut req = url.into_client_request().unwrap();
+    if let Some(t) = token {
+        req.headers_mut().insert("authorization", format!("Bearer {t}").parse().unwrap());
+    }
+    match tokio_tungstenite::connect_async(req).await {
+        Ok(_) => Ok(()),
+        Err(tungstenite::Error::Http(resp)) => Err(resp.status().as_u16()),
+        Err(e) => panic!("unexpected {e}"),
+    }
+}
+
+#[tokio::test]
+async fn a_connection_flood_of_one_user_is_refused_past_the_cap_and_nobody_else_notices() {
+    let app = spawn_app_with(|c| c.max_connections_per_user = 3).await;
+    let mut alice = Bystander::new(&app, "alice").await;
+    let mut more = vec![app.ws("alice").await, app.ws("alice").await];
+    assert_eq!(ws_status(&app.ws_url(), Some(&app.token("alice"))).await, Err(429), "the 4th WebSocket");
+    let sse =
+        app.http.get(app.url("/v1/sse?topics=signals")).bearer_auth(app.token("alice")).send().await.unwrap();
+    assert_eq!(sse.status(), 429, "an SSE stream counts too");
+    // A socket that authenticates with its first frame is closed with 4029 instead.
+    let mut late = Ws::connect_with_token(&app.ws_url(), None).await;
+    late.send_json(json!({"op": "auth", "token": app.token("alice")})).await;
+    assert_eq!(late.expect_close().await, Closed::Code(4029));
+
+    alice.still_served(&app).await;
+    let mut bob = Bystander::new(&app, "bob").await;
+    bob.still_served(&app).await;
+
+    // A closed connection gives its place back.
+    more.pop();
+    eventually("a place is free again", || async {
+        ws_status(&app.ws_url(), Some(&app.token("alice"))).await.ok()
+    })
+    .await;
+}
+
+/// Made-up market topic names are refused, and the market bus holds nothing for them
+/// afterwards: subscribing cannot grow the server.
+#[tokio::test]
+async fn made_up_market_topics_are_refused_and_leave_nothing_behind() {
+    let app = spawn_app_with(|c| c.max_messages_per_second = 100_000).await;
+    let bus = app.state.market_bus();
+    bus.set_symbols(["BTCUSDT".to_owned()]);
+    bus.set_kline_intervals(["1m".to_owned()]);
+    let before = bus.topic_count();
+    let mut clients = Vec::new();
+    for c in 0..4 {
+        let mut ws = app.ws(if c % 2 == 0 { "alice" } else { "bob" }).await;
+        for n in 0..5000 {
+            let topic = match n % 3 {
+                0 => format!("kline:BTCUSDT:x{c}_{n}"),
+                1 => format!("ticker:SYM{c}X{n}"),
+                _ => format!("book:BTCUSDT:{n}"),
+            };
+            ws.send_json(json!({"op": "subscribe", "id": "s", "topics": [topic]})).await;
+        }
+        for _ in 0..5000 {
+            match ws.frame().await {
+                ServerFrame::Error { code, .. } => assert_eq!(code.as_str(), "invalid_topic"),
+                other => panic!("expected an error frame, got {other:?}"),
+            }
+        }
+        let held = if clients.is_empty() { 0 } else { 2 };
+        assert_eq!(bus.topic_count(), before + held, "nothing is kept for a refused topic");
+        // Valid topics that nothing publishes are dropped with their last subscriber.
+        ws.send_json(json!({"op": "subscribe", "id": "k", "topics": ["kline:BTCUSDT:1m", "mark:BTCUSDT"]}))
+            .await;
+        assert!(matches!(ws.frame().await, ServerFrame::Subscribed { .. }));
+        clients.push(ws);
+    }
+    assert_eq!(bus.topic_count(), before + 2);
+    drop(clients);
+    eventually("the bus is back to where it was", || async { (bus.topic_count() == before).then_some(()) })
+        .await;
+}
+
+#[tokio::test]
+async fn the_data_directory_and_its_files_are_the_owners_only_and_a_bad_secret_stops_the_start() {
+    if backend() != Backend::Sqlite {
+        return;
+    }
+    let app = spawn_app_with(|c| c.jwt_secret = None).await;
+    let mode =
+        |name: &str| std::fs::metadata(app.config.data_dir.join(name)).unwrap().permissions().mode() & 0o777;
+    assert_eq!(std::fs::metadata(&app.config.data_dir).unwrap().permissions().mode() & 0o777, 0o700);
+    for file in ["tradewire.db", "tradewire.db-wal", "jwt.secret"] {
+        assert_eq!(mode(file), 0o600, "{file}");
+    }
+    // A secret that exists but cannot be used is an error, never silently replaced.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("jwt.secret"), "").unwrap();
+    let mut config = app.config.clone();
+    config.data_dir = dir.path().to_owned();
+    let err = Server::build(config).await.err().expect("an empty secret is refused").to_string();
+    assert!(err.contains("jwt.secret") && err.contains("empty"), "{err}");
+    assert_eq!(std::fs::read_to_string(dir.path().join("jwt.secret")).unwrap(), "", "left as it was");
+}
+
+/// The `tradewire` binary on `listen`, in `dir`, with `args`; its log (on stdout) into
+/// `dir/server.log`.
+fn binary(dir: &std::path::Path, listen: &str, args: &[&str], env: &[(&str, &str)]) -> std::process::Child {
+    let log = std::fs::File::create(dir.join("server.log")).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_tradewire"))
+        .args(["serve", "--no-sim", "--listen", listen])
+        .args(args)
+        .env("TRADEWIRE_DATA_DIR", dir.join("data"))
+        .envs(env.iter().copied())
+        .stdout(log)
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("the tradewire binary starts")
+}
+
+async fn ready(port: u16) {
+    let url = format!("http://127.0.0.1:{port}/readyz");
+    let until = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !reqwest::get(&url).await.is_ok_and(|r| r.status().is_success()) {
+        assert!(tokio::time::Instant::now() < until, "the server did not become ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn login_at(port: u16, username: &str, password: &str) -> u16 {
+    reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/v1/auth/login"))
+        .json(&json!({"username": username, "password": password}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+async fn status_at(port: u16, path: &str) -> u16 {
+    reqwest::get(format!("http://127.0.0.1:{port}{path}")).await.unwrap().status().as_u16()
+}
+
+/// Demo mode (known passwords, testing endpoints) is the default on loopback only; on
+/// another address it has to be asked for, and leaving it disables the demo logins. The
+/// binary on SQLite: demo mode is about the product's defaults, not the backend.
+#[tokio::test]
+async fn demo_mode_is_the_default_only_on_loopback_and_leaving_it_disables_the_demo_logins() {
+    if backend() != Backend::Sqlite {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut server = binary(tmp.path(), &format!("127.0.0.1:{port}"), &[], &[]);
+    ready(port).await;
+    assert_eq!(status_at(port, "/v1/demo").await, 200, "loopback: demo mode");
+    assert_eq!(login_at(port, "alice", "alice-demo").await, 200);
+    server.kill().unwrap();
+    server.wait().unwrap();
+
+    // The same data on every address: no demo mode unless asked for.
+    let port = free_port();
+    let mut server = binary(tmp.path(), &format!("0.0.0.0:{port}"), &[], &[]);
+    ready(port).await;
+    assert_eq!(status_at(port, "/v1/demo").await, 404, "no demo logins are shown");
+    assert_eq!(login_at(port, "alice", "alice-demo").await, 401, "the demo login is disabled");
+    let simulate = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/v1/testing/simulate-signal"))
+        .json(&json!({"bot_id": "bot_alice_1", "direction": "long"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(matches!(simulate.status().as_u16(), 401 | 404), "no testing endpoint for anyone");
+    server.kill().unwrap();
+    server.wait().unwrap();
+
+    let port = free_port();
+    let mut server = binary(tmp.path(), &format!("0.0.0.0:{port}"), &["--demo"], &[]);
+    ready(port).await;
+    assert_eq!(status_at(port, "/v1/demo").await, 200, "asked for");
+    assert_eq!(login_at(port, "alice", "alice-demo").await, 200, "the demo login is back");
+    server.kill().unwrap();
+    server.wait().unwrap();
+}
+
+/// A token given in `?token=` (how browsers authenticate a WebSocket or an EventSource)
+/// never reaches the log, even at debug level.
+#[tokio::test]
+async fn a_token_in_a_query_never_reaches_the_log() {
+    if backend() != Backend::Sqlite {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut server = binary(
+        tmp.path(),
+        &format!("127.0.0.1:{port}"),
+        &["--no-demo"],
+        &[("RUST_LOG", "debug"), ("TRADEWIRE_JWT_SECRET", "log-test-secret")],
+    );
+    ready(port).await;
+    let token = tradewire_server::credentials::Tokens::new(&"log-test-secret".to_owned().into(), 60)
+        .issue("u_nobody", "nobody", None)
+        .0;
+    let secret_part = token.rsplit('.').next().unwrap().to_owned();
+    let _ = reqwest::get(format!("http://127.0.0.1:{port}/v1/sse?topics=signals&token={token}")).await;
+    let _ = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/v1/ws?token={token}")).await;
+    let _ = reqwest::get(format!("http://127.0.0.1:{port}/healthz?apikey={token}")).await;
+    let log_path = tmp.path().join("server.log");
+    eventually("the requests are logged", || async {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        log.contains("token=[redacted]").then_some(())
+    })
+    .await;
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(!log.contains(&secret_part), "the token's signature is in the log");
+    assert!(log.contains("/v1/sse?topics=signals&token=[redacted]"), "the rest of the request is kept");
+}
+
+/// `tradewire user add | list | passwd | remove`, against the database a running server
+/// uses.
+#[tokio::test]
+async fn users_are_managed_with_the_user_command() {
+    let app = spawn_app().await;
+    let cli = |args: &[&str], stdin: &str| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tradewire"));
+        cmd.arg("user").args(args).env("TRADEWIRE_DATA_DIR", &app.config.data_dir);
+        if let Some(url) = &app.config.database {
+            cmd.env("TRADEWIRE_DATABASE", url).env("TRADEWIRE_SLOT", &app.config.slot);
+        }
+        let mut child =
+            cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, out) = cli(&["add", "carol"], "carol-password\n");
+    assert!(ok, "{out}");
+    assert_eq!(login(&app, "carol", "carol-password").await.status(), 200);
+    let (ok, out) = cli(&["add", "carol"], "another-password\n");
+    assert!(!ok && out.contains("exists"), "{out}");
+    let (ok, out) = cli(&["add", "dave"], "short\n");
+    assert!(!ok && out.contains("at least"), "{out}");
+    let (ok, out) = cli(&["add", "bad name"], "long-enough-pw\n");
+    assert!(!ok && out.contains("user name"), "{out}");
+    let (ok, out) = cli(&["list"], "");
+    assert!(ok && out.contains("carol") && out.contains("alice"), "{out}");
+    let (ok, out) = cli(&["passwd", "carol"], "a-new-password\n");
+    assert!(ok, "{out}");
+    assert_eq!(login(&app, "carol", "carol-password").await.status(), 401);
+    assert_eq!(login(&app, "carol", "a-new-password").await.status(), 200);
+    let (ok, out) = cli(&["remove", "carol"], "");
+    assert!(ok, "{out}");
+    assert_eq!(login(&app, "carol", "a-new-password").await.status(), 401);
+    let (ok, out) = cli(&["remove", "carol"], "");
+    assert!(!ok && out.contains("no user"), "{out}");
+}
