@@ -1,5 +1,6 @@
 //! `where` filters: `{"col": value}` or `{"col": {"in": [v1, v2]}}`, columns ANDed.
 
+use rust_decimal::Decimal;
 use serde_json::Value;
 use tradewire_protocol::Row;
 
@@ -81,15 +82,30 @@ impl Filter {
 }
 
 /// Equality as a trader means it: `"1.50"` equals `1.5`, strings compare exactly.
+/// A number's exact decimal value, when it has one `Decimal` can hold (28 digits).
+fn exact(text: &str) -> Option<Decimal> {
+    Decimal::from_str_exact(text.trim()).ok().or_else(|| Decimal::from_scientific(text.trim()).ok())
+}
+
+/// Numbers compare by exact decimal value (`1.5` equals `"1.50"`, and two values that only
+/// round to the same `f64` differ); binary floating point decides only for values beyond
+/// `Decimal`'s range.
+fn number_eq(a: &str, b: &str) -> bool {
+    match (exact(a), exact(b)) {
+        (Some(x), Some(y)) => x == y,
+        _ => matches!((a.trim().parse::<f64>(), b.trim().parse::<f64>()), (Ok(x), Ok(y)) if x == y),
+    }
+}
+
 fn scalar_eq(have: &Value, want: &Value) -> bool {
     match (have, want) {
         (Value::String(a), Value::String(b)) => a == b,
         (Value::Number(a), Value::Number(b)) => match (a.as_i64(), b.as_i64()) {
             (Some(x), Some(y)) => x == y,
-            _ => a.as_f64() == b.as_f64(),
+            _ => number_eq(&a.to_string(), &b.to_string()),
         },
         (Value::String(s), Value::Number(n)) | (Value::Number(n), Value::String(s)) => {
-            s.trim().parse::<f64>().ok() == n.as_f64()
+            number_eq(s, &n.to_string())
         }
         (Value::Bool(a), Value::Bool(b)) => a == b,
         (Value::Null, Value::Null) => true,
@@ -102,6 +118,18 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn numbers_compare_by_exact_decimal_value() {
+        let f = |want: Value| Filter::parse(&row(json!({"qty": want}))).unwrap();
+        let r = |have: Value| row(json!({"qty": have}));
+        assert!(f(json!(1.5)).matches(&r(json!("1.50"))));
+        assert!(f(json!("1.50")).matches(&r(json!(1.5))), "a decimal string equals a number of its value");
+        // Equal as f64, different as decimals: not a match.
+        assert!(!f(json!(100000000000000000000u128 as f64)).matches(&r(json!("100000000000000000001"))));
+        assert!(!f(json!(0.3)).matches(&r(json!("0.30000000000000004"))));
+        assert!(f(json!(0.1)).matches(&r(json!("0.1"))));
+    }
 
     fn row(v: Value) -> Row {
         v.as_object().unwrap().clone()

@@ -19,6 +19,9 @@ pub enum ErrorCode {
     RateLimited,
     PayloadTooLarge,
     ResyncRequired,
+    /// A number outside what the server accepts (a price, a quantity, a notional); the
+    /// message names the field and the bound.
+    OutOfRange,
     /// A trading command the venue refused (pre-trade check); the message names the reason.
     OrderRejected,
     Unavailable,
@@ -40,6 +43,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::ResyncRequired => "resync_required",
+            ErrorCode::OutOfRange => "out_of_range",
             ErrorCode::OrderRejected => "order_rejected",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",

@@ -24,6 +24,7 @@ use crate::http::redacted_uri;
 use crate::market_source::MarketSource;
 use crate::sim::{self, SimHandle};
 use crate::state::{AppState, Parts};
+use crate::supervisor::supervise;
 use crate::{api, gateway, web};
 
 /// A built server, ready to serve (tests reach into its state).
@@ -118,10 +119,17 @@ impl Server {
         let pump_stop = CancellationToken::new();
         let pump = self.start_capture(self.config.capture_settings(), pump_stop.clone()).await?;
         let sim_stop = CancellationToken::new();
+        // The simulator (and with it the market source) runs under supervision: a failure
+        // restarts it from the database, serving the same command channel.
         let sim = self.sim_commands.take().map(|rx| {
             let (db, bus, settings) =
                 (state.db().clone(), state.market_bus().clone(), self.config.sim_settings());
-            tokio::spawn(sim::run(db, bus, settings, rx, sim_stop.clone()))
+            let commands: sim::Commands = Arc::new(tokio::sync::Mutex::new(rx));
+            let stop = sim_stop.clone();
+            tokio::spawn(supervise("simulator", state.health().clone(), sim_stop.clone(), move || {
+                let (db, bus, commands, stop) = (db.clone(), bus.clone(), commands.clone(), stop.clone());
+                async move { Ok(sim::run(db, bus, settings, commands, stop).await?) }
+            }))
         });
         let accept_stop = CancellationToken::new();
         let http = tokio::spawn(

@@ -30,6 +30,7 @@ pub mod market_source;
 pub mod private_files;
 pub mod sim;
 pub mod state;
+pub mod supervisor;
 pub mod telemetry;
 pub mod web;
 

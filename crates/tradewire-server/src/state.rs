@@ -18,6 +18,7 @@ use crate::credentials::Tokens;
 use crate::db::{Catalog, Db};
 use crate::market_source::MarketSource;
 use crate::sim::SimHandle;
+use crate::supervisor::Health;
 
 /// What every handler and session shares. Cheap to clone.
 #[derive(Clone)]
@@ -36,6 +37,7 @@ struct Services {
     metrics: PrometheusHandle,
     instance: String,
     pump_running: AtomicBool,
+    health: Health,
 }
 
 /// The parts an [`AppState`] is made of (see [`AppState::new`]).
@@ -65,6 +67,7 @@ impl AppState {
             metrics,
             instance: format!("{:06x}", rand::random::<u32>() & 0xff_ffff),
             pump_running: AtomicBool::new(false),
+            health: Health::default(),
         }))
     }
 
@@ -128,6 +131,11 @@ impl AppState {
     /// Is the pump running (for `/readyz`)?
     pub fn pump_running(&self) -> bool {
         self.0.pump_running.load(Ordering::Relaxed)
+    }
+
+    /// Which background tasks are down (for `/readyz`).
+    pub fn health(&self) -> &Health {
+        &self.0.health
     }
 
     pub(crate) fn set_pump_running(&self, running: bool) {

@@ -15,12 +15,14 @@ pub async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// The server can serve: the database answers and the pump is running.
+/// The server can serve: the database answers, the pump is running, and no supervised
+/// background task is down (`down` names each with its cause).
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let db = state.db().ping().await.is_ok();
     let pump = state.pump_running();
-    let status = if db && pump { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(json!({"database": db, "pump": pump}))).into_response()
+    let down = state.health().down_components();
+    let status = if db && pump && down.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(json!({"database": db, "pump": pump, "down": down}))).into_response()
 }
 
 /// Prometheus text exposition.

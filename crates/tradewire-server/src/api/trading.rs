@@ -19,6 +19,7 @@ use crate::http::ApiJson;
 use crate::http::AuthUser;
 use crate::sql_params as params;
 use crate::state::AppState;
+use tradewire_protocol::ErrorCode;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -46,13 +47,39 @@ pub struct NewOrder {
 }
 
 /// A strictly positive decimal, normalized to its canonical text.
-fn positive(field: &str, text: &str) -> ApiResult<String> {
+/// The largest price and quantity an order may carry, and the most decimal places: far
+/// beyond any instrument, and far inside what the simulator's `Decimal` arithmetic (28
+/// significant digits) can multiply without overflow — price × quantity × leverage, fees
+/// and margin stay below 10^20. The instrument's own rules (tick, lot, minimum notional,
+/// leverage) are checked by the simulator and answered 422 `order_rejected`.
+const MAX_PRICE: Decimal = Decimal::from_parts(1_000_000_000, 0, 0, false, 0);
+const MAX_QUANTITY: Decimal = Decimal::from_parts(1_000_000_000, 0, 0, false, 0);
+/// The most a limit order may be worth (price × quantity).
+const MAX_NOTIONAL: Decimal = Decimal::from_parts(3_567_587_328, 232, 0, false, 0); // 10^12
+const MAX_DECIMALS: u32 = 12;
+
+/// A decimal string that is greater than zero, at most `max`, with at most
+/// [`MAX_DECIMALS`] places: 400 `bad_request` when it is not a positive decimal, 400
+/// `out_of_range` when it is one beyond those bounds.
+fn bounded(field: &str, text: &str, max: Decimal) -> ApiResult<Decimal> {
     let d = Decimal::from_str(text.trim())
         .map_err(|_| ApiError::bad_request(format!("`{field}` is a decimal string, e.g. \"0.01\"")))?;
+    let out_of_range = |why: String| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::OutOfRange, why);
     if d <= Decimal::ZERO {
         return Err(ApiError::bad_request(format!("`{field}` must be greater than zero")));
     }
-    Ok(d.normalize().to_string())
+    if d > max {
+        return Err(out_of_range(format!("`{field}` is at most {max}")));
+    }
+    if d.normalize().scale() > MAX_DECIMALS {
+        return Err(out_of_range(format!("`{field}` has at most {MAX_DECIMALS} decimal places")));
+    }
+    Ok(d.normalize())
+}
+
+fn positive(field: &str, text: &str) -> ApiResult<String> {
+    let max = if field == "quantity" { MAX_QUANTITY } else { MAX_PRICE };
+    Ok(bounded(field, text, max)?.to_string())
 }
 
 fn one_of<'a>(field: &str, v: &'a str, allowed: &[&str]) -> ApiResult<&'a str> {
@@ -79,6 +106,17 @@ pub async fn place_order(
     let stop_price = o.stop_price.as_deref().map(|p| positive("stop_price", p)).transpose()?;
     if kind == "limit" && price.is_none() {
         return Err(ApiError::bad_request("a limit order needs `price`"));
+    }
+    if let Some(p) = price.as_deref().or(stop_price.as_deref()) {
+        let notional =
+            Decimal::from_str(p).unwrap_or_default() * Decimal::from_str(&quantity).unwrap_or_default();
+        if notional > MAX_NOTIONAL {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::OutOfRange,
+                format!("an order is worth at most {MAX_NOTIONAL} (price × quantity)"),
+            ));
+        }
     }
     if matches!(kind.as_str(), "stop" | "take_profit") && stop_price.is_none() {
         return Err(ApiError::bad_request(format!("a {kind} order needs `stop_price`")));
@@ -233,4 +271,34 @@ pub async fn close_position(
         Ok(())
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bounds_are_what_they_say() {
+        assert_eq!(MAX_PRICE.to_string(), "1000000000");
+        assert_eq!(MAX_NOTIONAL.to_string(), "1000000000000");
+        // The largest order's arithmetic does not overflow: price × quantity × leverage.
+        let worst = MAX_PRICE.checked_mul(MAX_QUANTITY).and_then(|n| n.checked_mul(Decimal::from(125)));
+        assert!(worst.is_some());
+    }
+
+    #[test]
+    fn numbers_outside_the_bounds_are_out_of_range() {
+        for (text, code) in [
+            ("79228162514264337593543950", ErrorCode::OutOfRange),
+            ("1000000000.5", ErrorCode::OutOfRange),
+            ("0", ErrorCode::BadRequest),
+            ("-1", ErrorCode::BadRequest),
+            ("0.0000000000001", ErrorCode::OutOfRange),
+            ("abc", ErrorCode::BadRequest),
+        ] {
+            assert_eq!(positive("quantity", text).unwrap_err().code, code, "{text}");
+        }
+        assert_eq!(positive("quantity", "0.010").unwrap(), "0.01");
+        assert_eq!(positive("price", "27000.50").unwrap(), "27000.5");
+    }
 }

@@ -234,6 +234,13 @@ impl Reader {
     }
 }
 
+/// Most changes held back for one user. A gap that holds back more than this is not going
+/// to fill (a change numbered by hand and never committed, a damaged log): the held changes
+/// are released, and a client sees the jump in `seq` and resumes, where the missing
+/// position is answered with `resync_required` — never a silent skip, and never a table
+/// that grows for ever.
+const MAX_HELD_PER_USER: usize = 10_000;
+
 /// Per-user ordering state.
 #[derive(Default)]
 struct Order {
@@ -254,9 +261,24 @@ impl Order {
             return;
         }
         if change.seq > last + 1 {
-            self.held.entry(user).or_default().insert(change.seq, change);
-            return;
+            let held = self.held.entry(user.clone()).or_default();
+            held.insert(change.seq, change);
+            if held.len() <= MAX_HELD_PER_USER {
+                return;
+            }
+            // Give up on the gap: release from the first change held.
+            let first = held.pop_first().map(|(_, c)| c).expect("more than the bound are held");
+            metrics::counter!("tradewire_outbox_gaps_skipped_total").increment(1);
+            tracing::error!(user = %user, missing_from = last + 1, resumes_at = first.seq,
+                "a gap in a user's changes did not fill; releasing the changes after it");
+            return self.release(first, out);
         }
+        self.release(change, out);
+    }
+
+    /// Publish `change` (the user's next), then every held change that follows it.
+    fn release(&mut self, change: Change, out: &mut Vec<Change>) {
+        let user = change.user_id.clone();
         let mut next = change.seq;
         out.push(change);
         if let Some(held) = self.held.get_mut(&user) {
@@ -308,6 +330,22 @@ mod tests {
         assert_eq!(offer(&mut order, change("u1", 2)), [2, 3], "2 releases 3");
         assert_eq!(offer(&mut order, change("u1", 2)), [0u64; 0], "seen twice: published once");
         assert_eq!(order.holding(), 0);
+    }
+
+    #[test]
+    fn a_gap_that_never_fills_holds_back_a_bounded_number_of_changes() {
+        let mut order = Order::default();
+        assert_eq!(offer(&mut order, change("u1", 1)), [1]);
+        for seq in 3..(3 + MAX_HELD_PER_USER as u64) {
+            assert!(offer(&mut order, change("u1", seq)).is_empty());
+        }
+        assert_eq!(order.holding(), MAX_HELD_PER_USER);
+        let released = offer(&mut order, change("u1", 3 + MAX_HELD_PER_USER as u64));
+        assert_eq!(released.len(), MAX_HELD_PER_USER + 1, "released in order past the gap");
+        assert_eq!(released[0], 3);
+        assert!(released.windows(2).all(|w| w[1] == w[0] + 1));
+        assert_eq!(order.holding(), 0);
+        assert!(offer(&mut order, change("u1", 2)).is_empty(), "the missing one, late, is not sent");
     }
 
     #[test]

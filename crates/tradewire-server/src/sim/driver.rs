@@ -1,6 +1,7 @@
 //! The driver loop: step the simulator on a timer, serve API commands, persist effects,
 //! publish market data, follow bot changes made in the database.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -157,13 +158,18 @@ fn first_row(effects: &[Effect], table: &str) -> Option<Value> {
 }
 
 /// Run the simulator until `stop` is cancelled.
+/// The API's commands to the simulator. The receiver outlives each run of the simulator, so
+/// a restarted simulator serves the same handle.
+pub type Commands = Arc<tokio::sync::Mutex<mpsc::Receiver<Command>>>;
+
 pub async fn run(
     db: Db,
     bus: MarketBus,
     settings: SimSettings,
-    mut commands: mpsc::Receiver<Command>,
+    commands: Commands,
     stop: CancellationToken,
 ) -> Result<(), DbError> {
+    let mut commands = commands.lock().await;
     let initial = load(&db).await?;
     let start = now_ms();
     let config = SimConfig { id_prefix: format!("{start:x}_"), ..SimConfig::new(settings.seed, start) };
@@ -295,5 +301,6 @@ async fn serve(db: &Db, sim: &mut Simulator, cmd: Command) {
             }
             let _ = reply.send(());
         }
+        Command::Panic => panic!("the simulator was asked to fail (a supervision test)"),
     }
 }

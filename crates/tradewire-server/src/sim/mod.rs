@@ -17,7 +17,7 @@ use tradewire_sim::{Denied, DenyReason, Direction, NewOrder};
 
 use crate::market_source::{MarketSource, MarketView, SourceUnavailable};
 
-pub use driver::{SimSettings, run};
+pub use driver::{Commands, SimSettings, run};
 
 /// What the API may ask of the simulator.
 #[derive(Debug)]
@@ -50,6 +50,8 @@ pub enum Command {
         view: MarketView,
         reply: oneshot::Sender<Option<Value>>,
     },
+    /// Make the simulator's task panic: the seam tests use to show supervision.
+    Panic,
 }
 
 /// Why the simulator did not do what was asked.
@@ -119,6 +121,12 @@ impl SimHandle {
     ) -> Result<Value, Refusal> {
         let (user_id, bot_id) = (user_id.to_owned(), bot_id.to_owned());
         self.ask(|reply| Command::Signal { user_id, bot_id, direction, confidence, reply }).await?
+    }
+
+    /// Make the simulator's task panic (tests of supervision; not reachable over HTTP).
+    #[doc(hidden)]
+    pub async fn inject_panic(&self) {
+        let _ = self.tx.send(Command::Panic).await;
     }
 
     /// Have the simulator pick up bot changes from the database before returning.

@@ -381,3 +381,72 @@ async fn users_are_managed_with_the_user_command() {
     let (ok, out) = cli(&["remove", "carol"], "");
     assert!(!ok && out.contains("no user"), "{out}");
 }
+
+async fn sim_app() -> TestApp {
+    spawn_app_with(|c| {
+        c.simulator = true;
+        c.sim_ticks_per_second = 20;
+    })
+    .await
+}
+
+/// A quantity the simulator's arithmetic cannot hold is refused at the edge (it used to
+/// kill the simulator task: every later order answered 503), and trading goes on.
+#[tokio::test]
+async fn an_order_too_large_to_compute_is_refused_and_the_simulator_keeps_trading() {
+    let app = sim_app().await;
+    for (field, value) in
+        [("quantity", "79228162514264337593543950"), ("price", "1e30"), ("quantity", "0.0000000000001")]
+    {
+        let mut order = json!({"symbol": "BTCUSDT", "side": "buy", "type": "limit", "price": "27000", "quantity": "0.01"});
+        order[field] = json!(value);
+        let r = app.post("alice", "/v1/orders", order).await;
+        assert_eq!(r.status(), 400, "{field} = {value}");
+        let body: Value = r.json().await.unwrap();
+        assert!(matches!(body["error"]["code"].as_str(), Some("out_of_range" | "bad_request")), "{body}");
+    }
+    let r = app
+        .post("alice", "/v1/orders", json!({"symbol": "BTCUSDT", "side": "buy", "type": "limit", "price": "1000000000", "quantity": "1000000"}))
+        .await;
+    assert_eq!(r.status(), 400, "a notional over the bound");
+    let r = app
+        .post(
+            "alice",
+            "/v1/orders",
+            json!({"symbol": "ETHUSDT", "side": "buy", "type": "market", "quantity": "0.1"}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    assert_eq!(r.json::<Value>().await.unwrap()["status"], "filled", "the simulator still trades");
+}
+
+/// A simulator task that fails is restarted from the database; meanwhile `/readyz` answers
+/// 503 and names it.
+#[tokio::test]
+async fn a_failed_simulator_is_restarted_and_readyz_names_it_meanwhile() {
+    let app = sim_app().await;
+    app.state.sim().expect("the simulator runs").inject_panic().await;
+    let cause = eventually("/readyz names the simulator", || async {
+        let r = app.http.get(app.url("/readyz")).send().await.ok()?;
+        let status = r.status();
+        let body: Value = r.json().await.ok()?;
+        (status == 503).then(|| body["down"]["simulator"].as_str().map(str::to_owned)).flatten()
+    })
+    .await;
+    assert!(cause.contains("panicked"), "{cause}");
+    eventually("ready again", || async {
+        app.http.get(app.url("/readyz")).send().await.ok()?.status().is_success().then_some(())
+    })
+    .await;
+    let metrics = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("tradewire_task_restarts_total{task=\"simulator\"}"), "counted");
+    let r = app
+        .post(
+            "alice",
+            "/v1/orders",
+            json!({"symbol": "ETHUSDT", "side": "buy", "type": "market", "quantity": "0.1"}),
+        )
+        .await;
+    assert_eq!(r.status(), 201, "the restarted simulator takes orders");
+    assert_eq!(r.json::<Value>().await.unwrap()["status"], "filled");
+}
