@@ -21,8 +21,12 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     let db = state.db().ping().await.is_ok();
     let pump = state.pump_running();
     let down = state.health().down_components();
+    let mut body = json!({"database": db, "pump": pump});
     let status = if db && pump && down.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(json!({"database": db, "pump": pump, "down": down}))).into_response()
+    if !down.is_empty() {
+        body["down"] = json!(down);
+    }
+    (status, Json(body)).into_response()
 }
 
 /// Prometheus text exposition.

@@ -53,6 +53,24 @@ pub enum DbError {
     Join,
 }
 
+impl DbError {
+    /// Would the same write succeed if tried again: SQLite busy or locked (another process
+    /// held the write lock past the busy timeout), a PostgreSQL deadlock or serialization
+    /// failure?
+    pub fn is_transient(&self) -> bool {
+        use postgres::error::SqlState;
+        match self {
+            DbError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
+                matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+            }
+            DbError::Postgres(e) => {
+                matches!(e.code(), Some(c) if *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE)
+            }
+            _ => false,
+        }
+    }
+}
+
 /// A value read from the database that does not have the shape it must have.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tradewire_hub::{MarketBus, MarketKind, MarketMessage};
 use tradewire_sim::{Bot, Effect, InitialState, MarketEvent, Portfolio, Risk, SimConfig, Simulator};
@@ -157,11 +157,16 @@ fn first_row(effects: &[Effect], table: &str) -> Option<Value> {
     rows.into_iter().rev().find(|r| r.get("id") == Some(&id))
 }
 
-/// Run the simulator until `stop` is cancelled.
 /// The API's commands to the simulator. The receiver outlives each run of the simulator, so
 /// a restarted simulator serves the same handle.
 pub type Commands = Arc<tokio::sync::Mutex<mpsc::Receiver<Command>>>;
 
+/// Run the simulator until `stop` is cancelled.
+///
+/// The simulator changes its memory before the database commits what it did. A write that
+/// fails (after retries: see `persist::write`) therefore ends this run with the error: the
+/// supervisor starts a new one from the database, so the simulator never runs ahead of what
+/// was committed, and a command answered with an error has no effect.
 pub async fn run(
     db: Db,
     bus: MarketBus,
@@ -191,14 +196,12 @@ pub async fn run(
         tokio::select! {
             biased;
             () = stop.cancelled() => break,
-            Some(cmd) = commands.recv() => serve(&db, &mut sim, cmd).await,
+            Some(cmd) = commands.recv() => serve(&db, &mut sim, cmd).await?,
             _ = tick.tick() => {
                 let out = sim.step(now_ms());
                 // Market data first: it does not wait for the database.
                 publish(&bus, &sim, &out.market);
-                if let Err(e) = persist::write(&db, out.effects).await {
-                    tracing::error!(error = %e, "persisting simulator effects failed");
-                }
+                persist::write(&db, out.effects).await?;
             }
             _ = bot_sync.tick() => {
                 if let Err(e) = sync_accounts(&db, &mut sim).await {
@@ -232,15 +235,15 @@ async fn existing_order(db: &Db, order: &tradewire_sim::NewOrder) -> Result<Opti
 }
 
 /// Serve one API command: apply it, persist its effects, answer with the row it is about.
-async fn serve(db: &Db, sim: &mut Simulator, cmd: Command) {
+/// A failed write is answered `Unavailable` and returned, so the run ends and the
+/// simulator is rebuilt from the database (the command then had no effect).
+async fn serve(db: &Db, sim: &mut Simulator, cmd: Command) -> Result<(), DbError> {
     let now = now_ms();
+    // `Err`: the write failed (the simulator is now ahead of the database).
     let persist_then = |effects: Vec<Effect>, table: &'static str| async move {
         let row = first_row(&effects, table);
-        persist::write(db, effects).await.map_err(|e| {
-            tracing::error!(error = %e, "persisting simulator effects failed");
-            Refusal::Unavailable
-        })?;
-        row.ok_or_else(|| Refusal::NotFound(format!("no {table} row")))
+        persist::write(db, effects).await?;
+        Ok(row.ok_or_else(|| Refusal::NotFound(format!("no {table} row"))))
     };
     match cmd {
         Command::PlaceOrder(order, reply) => {
@@ -253,38 +256,38 @@ async fn serve(db: &Db, sim: &mut Simulator, cmd: Command) {
                 }
             }
             let r = match existing_order(db, &order).await {
-                Ok(Some(row)) => Ok((row, false)),
+                Ok(Some(row)) => Ok(Ok((row, false))),
                 Ok(None) => match sim.place_order(*order, now) {
-                    Ok(effects) => persist_then(effects, "orders").await.map(|row| (row, true)),
-                    Err(denied) => Err(denied.into()),
+                    Ok(effects) => persist_then(effects, "orders").await.map(|r| r.map(|row| (row, true))),
+                    Err(denied) => Ok(Err(denied.into())),
                 },
                 Err(e) => {
                     tracing::error!(error = %e, "idempotency check failed");
-                    Err(Refusal::Unavailable)
+                    Ok(Err(Refusal::Unavailable))
                 }
             };
-            let _ = reply.send(r);
+            answer(reply, r)
         }
         Command::CancelOrder { user_id, order_id, reply } => {
             let r = match sim.cancel_order(&user_id, &order_id, now) {
                 Ok(effects) => persist_then(effects, "orders").await,
-                Err(denied) => Err(denied.into()),
+                Err(denied) => Ok(Err(denied.into())),
             };
-            let _ = reply.send(r);
+            answer(reply, r)
         }
         Command::ClosePosition { user_id, position_id, reply } => {
             let r = match sim.close_position(&user_id, &position_id, now) {
                 Ok(effects) => persist_then(effects, "orders").await,
-                Err(denied) => Err(denied.into()),
+                Err(denied) => Ok(Err(denied.into())),
             };
-            let _ = reply.send(r);
+            answer(reply, r)
         }
         Command::Signal { user_id, bot_id, direction, confidence, reply } => {
             let r = match sim.simulate_signal(&user_id, &bot_id, direction, confidence, now) {
                 Ok(effects) => persist_then(effects, "signals").await,
-                Err(e) => Err(Refusal::NotFound(e.to_string())),
+                Err(e) => Ok(Err(Refusal::NotFound(e.to_string()))),
             };
-            let _ = reply.send(r);
+            answer(reply, r)
         }
         Command::Market { symbol, view, reply } => {
             let m = sim.market();
@@ -294,13 +297,34 @@ async fn serve(db: &Db, sim: &mut Simulator, cmd: Command) {
                 MarketView::Klines => m.klines(&symbol).and_then(|k| serde_json::to_value(k).ok()),
             };
             let _ = reply.send(value);
+            Ok(())
         }
         Command::SyncBots(reply) => {
             if let Err(e) = sync_accounts(db, sim).await {
                 tracing::warn!(error = %e, "reading bots failed");
             }
             let _ = reply.send(());
+            Ok(())
         }
         Command::Panic => panic!("the simulator was asked to fail (a supervision test)"),
+    }
+}
+
+/// Send a command's answer. A failed write is answered `Unavailable` and handed back, to
+/// end the run (see [`run`]).
+fn answer<T>(
+    reply: oneshot::Sender<Result<T, Refusal>>,
+    r: Result<Result<T, Refusal>, DbError>,
+) -> Result<(), DbError> {
+    match r {
+        Ok(answer) => {
+            let _ = reply.send(answer);
+            Ok(())
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "persisting a command's effects failed; the simulator restarts from the database");
+            let _ = reply.send(Err(Refusal::Unavailable));
+            Err(e)
+        }
     }
 }

@@ -53,17 +53,35 @@ fn upsert(tx: &mut dyn Sql, catalog: &Catalog, table: &str, row: &Value) -> Resu
     Ok(())
 }
 
-/// Write `effects` in one transaction. Returns how many rows were written.
+/// Attempts at one write when the database answers with a transient failure (SQLite busy
+/// or locked past its busy timeout, a PostgreSQL deadlock or serialization failure).
+const ATTEMPTS: u32 = 3;
+
+/// Write `effects` in one transaction, retrying transient failures. Returns how many rows
+/// were written.
 pub async fn write(db: &Db, effects: Vec<Effect>) -> Result<usize, DbError> {
     if effects.is_empty() {
         return Ok(0);
     }
-    let catalog = db.catalog().clone();
-    db.write(move |tx| {
-        for e in &effects {
-            upsert(tx, &catalog, e.table(), &e.row_json())?;
+    let effects = std::sync::Arc::new(effects);
+    let mut attempt = 1;
+    loop {
+        let (catalog, effects) = (db.catalog().clone(), effects.clone());
+        let written: Result<usize, DbError> = db
+            .write(move |tx| {
+                for e in effects.iter() {
+                    upsert(tx, &catalog, e.table(), &e.row_json())?;
+                }
+                Ok(effects.len())
+            })
+            .await;
+        match written {
+            Err(e) if e.is_transient() && attempt < ATTEMPTS => {
+                tracing::warn!(error = %e, attempt, "writing simulator effects failed; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
+                attempt += 1;
+            }
+            other => return other,
         }
-        Ok(effects.len())
-    })
-    .await
+    }
 }

@@ -450,3 +450,74 @@ async fn a_failed_simulator_is_restarted_and_readyz_names_it_meanwhile() {
     assert_eq!(r.status(), 201, "the restarted simulator takes orders");
     assert_eq!(r.json::<Value>().await.unwrap()["status"], "filled");
 }
+
+/// SQLite: another process holds the write lock past the busy timeout while orders are
+/// placed and the simulator trades. The simulator retries its writes; every order answered
+/// 201 is in the database as answered, and nothing the simulator did is lost or left
+/// half-written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_lock_held_by_another_process_loses_no_trade() {
+    if backend() != Backend::Sqlite {
+        return;
+    }
+    let app = sim_app().await;
+    let target = app.target();
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let holder = std::thread::spawn(move || {
+        let mut c = crate::backend::TestSql::open(&target);
+        c.batch("BEGIN IMMEDIATE").unwrap();
+        locked_tx.send(()).unwrap();
+        // Past the server's 5 s busy timeout: its first attempt fails, a retry succeeds.
+        std::thread::sleep(Duration::from_millis(6500));
+        c.batch("COMMIT").unwrap();
+    });
+    locked_rx.recv().unwrap();
+    let place = |n: u32| {
+        let app = &app;
+        async move {
+            let body = json!({"client_order_id": format!("lock-{n}"), "symbol": "ETHUSDT", "side": "buy",
+                              "type": "market", "quantity": "0.1"});
+            let r = app
+                .http
+                .post(app.url("/v1/orders"))
+                .bearer_auth(app.token("alice"))
+                .json(&body)
+                .timeout(Duration::from_secs(30))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let answers = futures::future::join_all((0..3).map(place)).await;
+    holder.join().unwrap();
+    let mut c = app.sql();
+    for (n, (status, body)) in answers.iter().enumerate() {
+        let stored = c.int(
+            "SELECT COUNT(*) FROM orders WHERE user_id = 'u_alice' AND client_order_id = ?1 AND status = 'filled'",
+            tradewire_server::sql_params![format!("lock-{n}")],
+        );
+        match status {
+            201 => {
+                assert_eq!(body["status"], "filled");
+                assert_eq!(stored, 1, "order {n} was answered as placed and is in the database");
+                let fills = c.int(
+                    "SELECT COUNT(*) FROM fills WHERE order_id = ?1",
+                    tradewire_server::sql_params![body["id"].as_str().unwrap()],
+                );
+                assert!(fills >= 1, "its fill is there too");
+            }
+            503 => assert_eq!(stored, 0, "order {n} was refused and had no effect"),
+            other => panic!("order {n}: {other} {body}"),
+        }
+    }
+    assert!(answers.iter().any(|(s, _)| *s == 201), "the retries carried at least one order: {answers:?}");
+    let r = app
+        .post(
+            "alice",
+            "/v1/orders",
+            json!({"symbol": "ETHUSDT", "side": "buy", "type": "market", "quantity": "0.1"}),
+        )
+        .await;
+    assert_eq!(r.status(), 201, "trading goes on");
+}
