@@ -35,6 +35,8 @@ pub mod telemetry;
 pub mod web;
 
 #[cfg(test)]
+mod fuzz_tests;
+#[cfg(test)]
 mod layout_tests;
 
 pub use app::{Server, run};

@@ -77,7 +77,7 @@ fn bounded(field: &str, text: &str, max: Decimal) -> ApiResult<Decimal> {
     Ok(d.normalize())
 }
 
-fn positive(field: &str, text: &str) -> ApiResult<String> {
+pub(crate) fn positive(field: &str, text: &str) -> ApiResult<String> {
     let max = if field == "quantity" { MAX_QUANTITY } else { MAX_PRICE };
     Ok(bounded(field, text, max)?.to_string())
 }

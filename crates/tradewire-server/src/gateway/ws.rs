@@ -92,14 +92,14 @@ pub(super) fn refused(r: Refused) -> ApiError {
 }
 
 /// Why a frame from the client could not be used.
-enum FrameError {
+pub(crate) enum FrameError {
     /// Not JSON at all (or binary): a protocol violation, close 4400.
     Violation,
     /// JSON, but not a valid request: an error frame, the connection stays.
     Request(Option<String>, ErrorCode, String),
 }
 
-fn parse_frame(text: &str) -> Result<ClientFrame, FrameError> {
+pub(crate) fn parse_frame(text: &str) -> Result<ClientFrame, FrameError> {
     let value: Value = serde_json::from_str(text).map_err(|_| FrameError::Violation)?;
     let Some(obj) = value.as_object() else {
         return Err(FrameError::Request(
