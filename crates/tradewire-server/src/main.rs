@@ -250,8 +250,8 @@ fn mint(config: &Config, username: &str, ttl: Option<i64>) -> anyhow::Result<Str
     let query = "SELECT id FROM users WHERE username = ?1";
     let user_id = match config.database.as_deref().filter(|d| !d.is_empty()) {
         Some(url) => {
-            let mut client =
-                postgres::Client::connect(url, postgres::NoTls).context("connecting to PostgreSQL")?;
+            let (pg, tls) = db::PgTls::from_url(url)?;
+            let mut client = pg.connect(tls.connector()).context("connecting to PostgreSQL")?;
             client.text(query, tradewire_server::sql_params![username])?
         }
         None => {

@@ -89,6 +89,11 @@ pub enum CaptureError {
     UnknownRelation(u32),
     #[error("read before connecting")]
     NotConnected,
+    #[error(
+        "sslmode=verify-full with logical capture needs the database host as a name that its \
+         certificate carries, not an IP address (or use sslmode=verify-ca)"
+    )]
+    VerifyFullNeedsHostName,
 }
 
 pub type Result<T, E = CaptureError> = std::result::Result<T, E>;
@@ -126,6 +131,14 @@ impl Capture {
                     Ok(Capture::Outbox)
                 }
                 CaptureMode::Logical => {
+                    // The replication client compares a verify-full certificate with a
+                    // host name only; say so now rather than retry for ever.
+                    let ip_host = db.pg_config().and_then(|c| c.get_hosts().first()).is_some_and(|h| {
+                        matches!(h, postgres::config::Host::Tcp(name) if name.parse::<std::net::IpAddr>().is_ok())
+                    });
+                    if ip_host && db.pg_tls().is_some_and(|t| t.mode == crate::db::tls::SslMode::VerifyFull) {
+                        return Err(CaptureError::VerifyFullNeedsHostName);
+                    }
                     pg_logical::install(&mut *client, db.catalog(), &settings.slot, &settings.publication)?;
                     Ok(Capture::Logical {
                         slot: settings.slot,

@@ -11,6 +11,7 @@ pub mod rows;
 pub mod schema;
 pub mod seed;
 pub mod sql;
+pub mod tls;
 pub mod users;
 
 use std::path::{Path, PathBuf};
@@ -24,6 +25,7 @@ use tokio::sync::Notify;
 
 pub use catalog::{Catalog, CatalogError, ColumnKind, TableInfo, TableSpec};
 pub use sql::{Dialect, Sql};
+pub use tls::{PgTls, TlsError};
 
 /// Errors of the database layer.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +49,8 @@ pub enum DbError {
     Catalog { table: String, problem: CatalogError },
     #[error(transparent)]
     Decode(#[from] DecodeError),
+    #[error("PostgreSQL TLS: {0}")]
+    Tls(#[from] TlsError),
     #[error("this needs {wanted}; the database is another backend")]
     WrongBackend { wanted: &'static str },
     #[error("database task panicked or was cancelled")]
@@ -95,7 +99,7 @@ pub struct DbSettings {
     pub tables: Vec<TableSpec>,
 }
 
-type PgPool = r2d2::Pool<PostgresConnectionManager<postgres::NoTls>>;
+type PgPool = r2d2::Pool<PostgresConnectionManager<tls::MakeRustlsConnect>>;
 
 /// Holds a value whose drop blocks (a PostgreSQL client closes its connection with a
 /// blocking call, which must not run on an async worker thread): dropped on a thread of
@@ -137,7 +141,7 @@ impl<T: Send + 'static> Drop for DropOffRuntime<T> {
 #[allow(clippy::large_enum_variant)]
 enum Backend {
     Sqlite { pool: r2d2::Pool<SqliteConnectionManager>, path: Arc<Path> },
-    Postgres { pool: DropOffRuntime<PgPool>, config: postgres::Config },
+    Postgres { pool: DropOffRuntime<PgPool>, config: postgres::Config, tls: PgTls },
 }
 
 /// A handle to the database: a pool of connections, the catalog of captured tables, the
@@ -201,8 +205,8 @@ impl Db {
     }
 
     fn open_postgres(settings: &DbSettings, url: &str, specs: &[TableSpec]) -> Result<Self> {
-        let config: postgres::Config = url.parse()?;
-        let mut client = config.connect(postgres::NoTls)?;
+        let (config, tls) = PgTls::from_url(url)?;
+        let mut client = config.connect(tls.connector())?;
         schema::migrate(&mut client)?;
         let epoch = schema::epoch(&mut client)?;
         let catalog = Catalog::load(&mut client, specs)?;
@@ -210,8 +214,8 @@ impl Db {
         let pool = r2d2::Pool::builder()
             .max_size(settings.pool_size.max(2))
             .connection_timeout(Duration::from_secs(10))
-            .build(PostgresConnectionManager::new(config.clone(), postgres::NoTls))?;
-        let backend = Backend::Postgres { pool: DropOffRuntime::new(pool), config };
+            .build(PostgresConnectionManager::new(config.clone(), tls.connector()))?;
+        let backend = Backend::Postgres { pool: DropOffRuntime::new(pool), config, tls };
         Ok(Self::assemble(backend, catalog, epoch))
     }
 
@@ -233,7 +237,8 @@ impl Db {
                 schema::migrate(&mut sql::Lite(&conn))
             }
             Some(url) => {
-                let mut client = url.parse::<postgres::Config>()?.connect(postgres::NoTls)?;
+                let (config, tls) = PgTls::from_url(url)?;
+                let mut client = config.connect(tls.connector())?;
                 schema::migrate(&mut client)
             }
         }
@@ -259,6 +264,14 @@ impl Db {
         match &*self.backend {
             Backend::Sqlite { .. } => None,
             Backend::Postgres { config, .. } => Some(config),
+        }
+    }
+
+    /// How PostgreSQL connections use TLS, when on PostgreSQL.
+    pub fn pg_tls(&self) -> Option<&PgTls> {
+        match &*self.backend {
+            Backend::Sqlite { .. } => None,
+            Backend::Postgres { tls, .. } => Some(tls),
         }
     }
 
@@ -288,7 +301,8 @@ impl Db {
     /// dropped off the async runtime.
     pub fn pg_client(&self) -> Result<DropOffRuntime<postgres::Client>> {
         let config = self.pg_config().ok_or(DbError::WrongBackend { wanted: "PostgreSQL" })?;
-        Ok(DropOffRuntime::new(config.connect(postgres::NoTls)?))
+        let tls = self.pg_tls().ok_or(DbError::WrongBackend { wanted: "PostgreSQL" })?;
+        Ok(DropOffRuntime::new(config.connect(tls.connector())?))
     }
 
     /// Run a read on a pooled connection, off the async runtime.

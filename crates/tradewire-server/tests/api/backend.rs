@@ -153,7 +153,7 @@ pub struct Cluster {
 
 fn cluster() -> &'static Cluster {
     static CLUSTER: OnceLock<Cluster> = OnceLock::new();
-    CLUSTER.get_or_init(|| Cluster::start("logical", false))
+    CLUSTER.get_or_init(|| Cluster::start("logical", false, |_| String::new()))
 }
 
 /// `initdb` and `pg_ctl`: on PATH, else the newest under /usr/lib/postgresql.
@@ -206,10 +206,16 @@ fn free_port() -> u16 {
 impl Cluster {
     /// A cluster for one test (a restart, another `wal_level`), removed when dropped.
     pub fn start_private(wal_level: &str) -> Cluster {
-        Cluster::start(wal_level, true)
+        Cluster::start(wal_level, true, |_| String::new())
     }
 
-    fn start(wal_level: &str, private: bool) -> Cluster {
+    /// A private cluster whose directory `prepare` fills first (certificates, say); it
+    /// answers more server options (`-c name=value …`).
+    pub fn start_private_with(wal_level: &str, prepare: impl FnOnce(&Path) -> String) -> Cluster {
+        Cluster::start(wal_level, true, prepare)
+    }
+
+    fn start(wal_level: &str, private: bool, prepare: impl FnOnce(&Path) -> String) -> Cluster {
         static N: AtomicUsize = AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
             "tradewire-pg-{}-{}",
@@ -229,11 +235,16 @@ impl Cluster {
             .output()
             .expect("initdb runs");
         assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        let extra = prepare(&dir);
+        if is_root() {
+            let ok = Command::new("chown").args(["-R", "postgres"]).arg(&dir).status().unwrap().success();
+            assert!(ok, "chown of the cluster directory to postgres failed");
+        }
         let port = free_port();
         let options = format!(
             "-c port={port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} \
              -c wal_level={wal_level} -c max_wal_senders=100 -c max_replication_slots=200 \
-             -c max_connections=400 -c fsync=off -c full_page_writes=off",
+             -c max_connections=400 -c fsync=off -c full_page_writes=off {extra}",
             dir.display()
         );
         let out = pg_command(&pg_bin("pg_ctl"))
@@ -272,6 +283,11 @@ impl Cluster {
             .spawn()
             .expect("the cluster watchdog starts");
         Cluster { port, dir, counter: AtomicUsize::new(0), private }
+    }
+
+    /// The cluster's directory (its data, log and socket).
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     pub fn url(&self, db: &str) -> String {

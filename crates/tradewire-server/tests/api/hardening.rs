@@ -521,3 +521,142 @@ async fn a_write_lock_held_by_another_process_loses_no_trade() {
         .await;
     assert_eq!(r.status(), 201, "trading goes on");
 }
+
+/// Make a CA and a server certificate it signs (for 127.0.0.1 and localhost) in `dir`, and
+/// another CA that signed nothing; the server options that turn TLS on.
+fn make_certificates(dir: &std::path::Path) -> String {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl runs");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    for ca in ["ca", "other-ca"] {
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN=tradewire test {ca}"),
+            "-keyout",
+            &format!("{ca}.key"),
+            "-out",
+            &format!("{ca}.pem"),
+        ]);
+    }
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(dir.join("san.ext"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n").unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.crt",
+    ]);
+    std::fs::set_permissions(dir.join("server.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    format!(
+        "-c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+        dir.join("server.crt").display(),
+        dir.join("server.key").display()
+    )
+}
+
+/// PostgreSQL over TLS: with `sslmode=verify-full` and the CA that signed the server's
+/// certificate, every connection of the server (the pool, capture's own, the replication
+/// stream) is encrypted and changes are captured as ever; a CA that did not sign it is
+/// refused at start with a clear error.
+#[tokio::test]
+async fn postgres_over_tls_verifies_the_server_and_refuses_a_wrong_ca() {
+    if backend() == Backend::Sqlite {
+        return;
+    }
+    if std::env::var_os("TEST_LOG").is_some() {
+        tradewire_server::telemetry::init_logs("info,tradewire_server=debug", Default::default());
+    }
+    let cluster = crate::backend::Cluster::start_private_with("logical", make_certificates);
+    let db = cluster.create_database();
+    let plain = cluster.url(&db);
+    // verify-full compares the certificate with the host name it was asked for.
+    let by_name = plain.replace("@127.0.0.1:", "@localhost:");
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = |name: &str| cluster.dir().join(name).display().to_string();
+    let mut config = tradewire_server::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: tmp.path().to_owned(),
+        jwt_secret: Some("tls-test-secret".to_owned().into()),
+        demo: Some(false),
+        simulator: false,
+        capture: match backend() {
+            Backend::PgOutbox => tradewire_server::capture::CaptureMode::Outbox,
+            _ => tradewire_server::capture::CaptureMode::Logical,
+        },
+        slot: db.clone(),
+        log: "warn".into(),
+        ..tradewire_server::Config::default()
+    };
+
+    config.database = Some(format!(
+        "{by_name}?sslmode=verify-full&sslrootcert={}&application_name=tw-tls",
+        ca("other-ca.pem")
+    ));
+    let refused =
+        Server::build(config.clone()).await.err().expect("a server certificate from another CA is refused");
+    let message = refused.to_string();
+    assert!(message.to_lowercase().contains("certificate") || message.contains("UnknownIssuer"), "{message}");
+
+    config.database =
+        Some(format!("{by_name}?sslmode=verify-full&sslrootcert={}&application_name=tw-tls", ca("ca.pem")));
+    let server = Server::build(config).await.expect("verify-full with the right CA");
+    let state = server.state().clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let serving = tokio::spawn(server.serve(listener, stop.clone()));
+    let mut sql = crate::backend::TestSql::open(&crate::backend::Target::Postgres(plain.clone()));
+    tradewire_server::db::seed::create_user(&mut sql, "tls", "tls-password", "1000").unwrap();
+    let token = state.tokens().issue("u_tls", "tls", None).0;
+    let mut ws = Ws::connect_with_token(&format!("ws://{addr}/v1/ws"), Some(&token)).await;
+    assert!(matches!(ws.frame().await, ServerFrame::Welcome { .. }));
+    ws.send_json(json!({"op": "subscribe", "id": "s", "topics": ["signals"], "from": "now"})).await;
+    assert!(matches!(ws.frame().await, ServerFrame::Subscribed { .. }));
+    crate::helpers::insert_signal(&mut sql, "tls", "over tls");
+    let ev = ws.event().await;
+    assert_eq!(ev.row.unwrap()["reason"], "over tls", "captured through encrypted connections");
+    let encrypted = sql.int(
+        "SELECT COUNT(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+         WHERE a.application_name IN ('tw-tls', 'tradewire') AND s.ssl",
+        &[],
+    );
+    let plain_ones = sql.int(
+        "SELECT COUNT(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+         WHERE a.application_name IN ('tw-tls', 'tradewire') AND NOT s.ssl",
+        &[],
+    );
+    assert!(encrypted >= 2, "the server's connections are encrypted ({encrypted})");
+    assert_eq!(plain_ones, 0, "none of them is plain");
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(10), serving).await.unwrap().unwrap().unwrap();
+}

@@ -169,8 +169,11 @@ impl Source for Reader {
                 .map_err(|_| DbError::Join)??,
         ));
         let persisted = blocking(&writer, |w| Ok(w.persisted_lsn()?)).await?;
-        let pg = self.db.pg_config().ok_or(DbError::WrongBackend { wanted: "PostgreSQL" })?;
-        let config = slot::replication_config(pg, &self.slot, &self.publication, persisted);
+        let (pg, tls) = match (self.db.pg_config(), self.db.pg_tls()) {
+            (Some(pg), Some(tls)) => (pg, tls),
+            _ => return Err(DbError::WrongBackend { wanted: "PostgreSQL" }.into()),
+        };
+        let config = slot::replication_config(pg, tls, &self.slot, &self.publication, persisted);
         let client = ReplicationClient::connect(config).await?;
         tracing::info!(slot = self.slot, lsn = %Lsn::from_u64(persisted), "logical replication streaming");
         self.stream = Some(Stream {

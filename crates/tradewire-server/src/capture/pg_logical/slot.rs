@@ -11,6 +11,7 @@ use crate::sql_params;
 /// The replication connection settings, from the database URL.
 pub fn replication_config(
     pg: &postgres::Config,
+    tls: &crate::db::PgTls,
     slot: &str,
     publication: &str,
     start: u64,
@@ -42,6 +43,7 @@ pub fn replication_config(
         .with_status_interval(Duration::from_secs(1))
         .with_wakeup_interval(Duration::from_secs(1))
         .with_application_name("tradewire")
+        .with_tls(tls.replication())
 }
 
 /// Every few seconds: how far the slot lags behind the server's WAL and how much WAL it
