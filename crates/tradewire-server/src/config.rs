@@ -182,8 +182,9 @@ impl Config {
             Some(path) => fig = fig.merge(Toml::file_exact(path)),
             None => fig = fig.merge(Toml::file("tradewire.toml")),
         }
-        // `TRADEWIRE_TOKEN` belongs to `tradewire tail`, not to the server's configuration.
-        fig.merge(Env::prefixed("TRADEWIRE_").ignore(&["token"]))
+        // `TRADEWIRE_TOKEN` belongs to `tradewire tail` and `TRADEWIRE_BIN` to the browser
+        // tests (the binary they start), not to the server's configuration.
+        fig.merge(Env::prefixed("TRADEWIRE_").ignore(&["token", "bin"]))
             .merge(Serialized::defaults(overrides))
             .extract()
             .map_err(|e| ConfigError(Box::new(e)))

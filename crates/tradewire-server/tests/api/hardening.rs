@@ -382,6 +382,14 @@ async fn users_are_managed_with_the_user_command() {
     assert!(!ok && out.contains("no user"), "{out}");
 }
 
+/// A market order of alice's fills: the simulator trades.
+async fn trades(app: &TestApp, what: &str) {
+    let order = json!({"symbol": "ETHUSDT", "side": "buy", "type": "market", "quantity": "0.1"});
+    let r = app.post("alice", "/v1/orders", order).await;
+    assert_eq!(r.status(), 201, "{what}");
+    assert_eq!(r.json::<Value>().await.unwrap()["status"], "filled", "{what}");
+}
+
 async fn sim_app() -> TestApp {
     spawn_app_with(|c| {
         c.simulator = true;
@@ -409,15 +417,7 @@ async fn an_order_too_large_to_compute_is_refused_and_the_simulator_keeps_tradin
         .post("alice", "/v1/orders", json!({"symbol": "BTCUSDT", "side": "buy", "type": "limit", "price": "1000000000", "quantity": "1000000"}))
         .await;
     assert_eq!(r.status(), 400, "a notional over the bound");
-    let r = app
-        .post(
-            "alice",
-            "/v1/orders",
-            json!({"symbol": "ETHUSDT", "side": "buy", "type": "market", "quantity": "0.1"}),
-        )
-        .await;
-    assert_eq!(r.status(), 201);
-    assert_eq!(r.json::<Value>().await.unwrap()["status"], "filled", "the simulator still trades");
+    trades(&app, "the simulator still trades").await;
 }
 
 /// A simulator task that fails is restarted from the database; meanwhile `/readyz` answers
@@ -440,15 +440,7 @@ async fn a_failed_simulator_is_restarted_and_readyz_names_it_meanwhile() {
     .await;
     let metrics = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("tradewire_task_restarts_total{task=\"simulator\"}"), "counted");
-    let r = app
-        .post(
-            "alice",
-            "/v1/orders",
-            json!({"symbol": "ETHUSDT", "side": "buy", "type": "market", "quantity": "0.1"}),
-        )
-        .await;
-    assert_eq!(r.status(), 201, "the restarted simulator takes orders");
-    assert_eq!(r.json::<Value>().await.unwrap()["status"], "filled");
+    trades(&app, "the restarted simulator takes orders").await;
 }
 
 /// SQLite: another process holds the write lock past the busy timeout while orders are
@@ -512,14 +504,7 @@ async fn a_write_lock_held_by_another_process_loses_no_trade() {
         }
     }
     assert!(answers.iter().any(|(s, _)| *s == 201), "the retries carried at least one order: {answers:?}");
-    let r = app
-        .post(
-            "alice",
-            "/v1/orders",
-            json!({"symbol": "ETHUSDT", "side": "buy", "type": "market", "quantity": "0.1"}),
-        )
-        .await;
-    assert_eq!(r.status(), 201, "trading goes on");
+    trades(&app, "trading goes on").await;
 }
 
 /// Make a CA and a server certificate it signs (for 127.0.0.1 and localhost) in `dir`, and
