@@ -89,6 +89,12 @@ impl<K: Hash + Eq + Clone> Table<K> {
     }
 }
 
+/// The table key of a user name: its first 64 characters, so a name of a megabyte costs
+/// the table no more than any other.
+fn key(user: &str) -> String {
+    user.chars().take(64).collect()
+}
+
 /// Counts login attempts and failures.
 #[derive(Debug)]
 pub struct LoginThrottle {
@@ -109,7 +115,7 @@ impl LoginThrottle {
 
     fn attempt_at(&self, user: &str, address: IpAddr, now: Instant) -> Result<(), Duration> {
         let l = self.limits;
-        let user = user.to_owned();
+        let user = key(user);
         let (failures, user_wait) =
             self.users.lock().unwrap_or_else(|p| p.into_inner()).count(&user, now, l.window);
         if failures >= l.failures_per_user {
@@ -128,7 +134,7 @@ impl LoginThrottle {
     pub fn failed(&self, user: &str) {
         let l = self.limits;
         self.users.lock().unwrap_or_else(|p| p.into_inner()).add(
-            &user.to_owned(),
+            &key(user),
             Instant::now(),
             l.window,
             l.max_entries,
@@ -137,7 +143,7 @@ impl LoginThrottle {
 
     /// A successful login: the user's failures are forgotten.
     pub fn succeeded(&self, user: &str) {
-        self.users.lock().unwrap_or_else(|p| p.into_inner()).clear(&user.to_owned());
+        self.users.lock().unwrap_or_else(|p| p.into_inner()).clear(&key(user));
     }
 
     /// How many user names and addresses are remembered.
@@ -175,6 +181,15 @@ mod tests {
         assert!(t.attempt_at("carol", a, t0).is_ok());
         assert!(t.attempt_at("dave", a, t0).is_err(), "the address has used its 5 attempts");
         assert!(t.attempt_at("alice", b, t0 + Duration::from_secs(61)).is_ok(), "a new window");
+    }
+
+    #[test]
+    fn a_long_user_name_is_kept_short() {
+        let t = throttle();
+        let long = "x".repeat(1 << 20);
+        t.failed(&long);
+        let users = t.users.lock().unwrap();
+        assert!(users.windows.keys().all(|k| k.len() <= 64));
     }
 
     #[test]
