@@ -1,6 +1,6 @@
 //! TLS to PostgreSQL, as libpq's `sslmode` and `sslrootcert` say, for every connection the
 //! server makes: the pool, capture's own connections and the replication stream. rustls
-//! does the TLS (no OpenSSL).
+//! does the TLS (no OpenSSL); `tokio-postgres-rustls` plugs it into the driver.
 //!
 //! | `sslmode` | encrypted | server certificate checked |
 //! |---|---|---|
@@ -122,12 +122,10 @@ impl PgTls {
     }
 }
 
-/// rustls on *ring*: it builds with the C compiler alone (aws-lc-rs needs CMake), and the
-/// replication client uses it too. (Its deprecation note is about post-quantum key
-/// exchange, which PostgreSQL servers do not offer yet.)
-#[allow(deprecated)]
+/// rustls's aws-lc-rs provider, named explicitly: the replication client's rustls defaults
+/// compile *ring* in as well, so the process has no single default provider to fall back on.
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
 fn client_config(mode: SslMode, root_cert: Option<&PathBuf>) -> Result<ClientConfig, TlsError> {
