@@ -218,9 +218,26 @@ async fn the_data_directory_and_its_files_are_the_owners_only_and_a_bad_secret_s
     assert_eq!(std::fs::read_to_string(dir.path().join("jwt.secret")).unwrap(), "", "left as it was");
 }
 
+/// A server process, killed when dropped (also when a test fails half-way).
+struct Served(std::process::Child);
+
+impl Served {
+    fn stop(mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The `tradewire` binary on `listen`, in `dir`, with `args`; its log (on stdout) into
 /// `dir/server.log`.
-fn binary(dir: &std::path::Path, listen: &str, args: &[&str], env: &[(&str, &str)]) -> std::process::Child {
+fn binary(dir: &std::path::Path, listen: &str, args: &[&str], env: &[(&str, &str)]) -> Served {
     let log = std::fs::File::create(dir.join("server.log")).unwrap();
     Command::new(env!("CARGO_BIN_EXE_tradewire"))
         .args(["serve", "--no-sim", "--listen", listen])
@@ -230,6 +247,7 @@ fn binary(dir: &std::path::Path, listen: &str, args: &[&str], env: &[(&str, &str
         .stdout(log)
         .stderr(Stdio::inherit())
         .spawn()
+        .map(Served)
         .expect("the tradewire binary starts")
 }
 
@@ -271,16 +289,15 @@ async fn demo_mode_is_the_default_only_on_loopback_and_leaving_it_disables_the_d
     }
     let tmp = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut server = binary(tmp.path(), &format!("127.0.0.1:{port}"), &[], &[]);
+    let server = binary(tmp.path(), &format!("127.0.0.1:{port}"), &[], &[]);
     ready(port).await;
     assert_eq!(status_at(port, "/v1/demo").await, 200, "loopback: demo mode");
     assert_eq!(login_at(port, "alice", "alice-demo").await, 200);
-    server.kill().unwrap();
-    server.wait().unwrap();
+    server.stop();
 
     // The same data on every address: no demo mode unless asked for.
     let port = free_port();
-    let mut server = binary(tmp.path(), &format!("0.0.0.0:{port}"), &[], &[]);
+    let server = binary(tmp.path(), &format!("0.0.0.0:{port}"), &[], &[]);
     ready(port).await;
     assert_eq!(status_at(port, "/v1/demo").await, 404, "no demo logins are shown");
     assert_eq!(login_at(port, "alice", "alice-demo").await, 401, "the demo login is disabled");
@@ -291,16 +308,14 @@ async fn demo_mode_is_the_default_only_on_loopback_and_leaving_it_disables_the_d
         .await
         .unwrap();
     assert!(matches!(simulate.status().as_u16(), 401 | 404), "no testing endpoint for anyone");
-    server.kill().unwrap();
-    server.wait().unwrap();
+    server.stop();
 
     let port = free_port();
-    let mut server = binary(tmp.path(), &format!("0.0.0.0:{port}"), &["--demo"], &[]);
+    let server = binary(tmp.path(), &format!("0.0.0.0:{port}"), &["--demo"], &[]);
     ready(port).await;
     assert_eq!(status_at(port, "/v1/demo").await, 200, "asked for");
     assert_eq!(login_at(port, "alice", "alice-demo").await, 200, "the demo login is back");
-    server.kill().unwrap();
-    server.wait().unwrap();
+    server.stop();
 }
 
 /// A token given in `?token=` (how browsers authenticate a WebSocket or an EventSource)
@@ -312,7 +327,7 @@ async fn a_token_in_a_query_never_reaches_the_log() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut server = binary(
+    let server = binary(
         tmp.path(),
         &format!("127.0.0.1:{port}"),
         &["--no-demo"],
@@ -332,8 +347,7 @@ async fn a_token_in_a_query_never_reaches_the_log() {
         log.contains("token=[redacted]").then_some(())
     })
     .await;
-    server.kill().unwrap();
-    server.wait().unwrap();
+    server.stop();
     let log = std::fs::read_to_string(&log_path).unwrap();
     assert!(!log.contains(&secret_part), "the token's signature is in the log");
     assert!(log.contains("/v1/sse?topics=signals&token=[redacted]"), "the rest of the request is kept");
