@@ -13,7 +13,11 @@
 //!   requests, bytes and staleness per client.
 //! - `soak` (soak.rs): N clients on their user streams for a long time; gaps, duplicates
 //!   and resumes checked by every client, the server's memory sampled.
+//! - `chaos` (chaos.rs): honest clients resuming every few seconds while hostile clients
+//!   send garbage, flood, spam topics and guess logins from other loopback addresses;
+//!   every honest client must see every change of its user exactly once.
 
+mod chaos;
 mod polling;
 mod rawws;
 mod soak;
@@ -99,6 +103,11 @@ enum Scenario {
     Soak(soak::SoakArgs),
     /// The same dashboard by REST polling and by push: requests, bytes and staleness.
     Polling(polling::PollingArgs),
+    /// Honest clients with resumes under hostile traffic: every change seen exactly once,
+    /// the server's memory back after the attack. Exits with status 2 when an honest
+    /// client did not see every change of its user exactly once (a gap, a duplicate, a
+    /// change still missing at the end) or the writer failed.
+    Chaos(chaos::ChaosArgs),
     /// Server memory with N idle WebSocket connections.
     Idle {
         #[arg(long, default_value_t = 1000)]
@@ -138,9 +147,14 @@ fn jwt_secret(cli: &Cli) -> anyhow::Result<Vec<u8>> {
 }
 
 fn mint(secret: &[u8], i: usize) -> anyhow::Result<String> {
+    mint_for(secret, i, 6 * 3600)
+}
+
+/// A token of bench user `i` that expires `ttl_secs` from now (negative: expired already).
+fn mint_for(secret: &[u8], i: usize, ttl_secs: i64) -> anyhow::Result<String> {
     let iat = (now_micros() / 1_000_000) as i64;
     let claims =
-        TokenClaims { sub: format!("u_bench_{i}"), name: format!("bench_{i}"), exp: iat + 6 * 3600, iat };
+        TokenClaims { sub: format!("u_bench_{i}"), name: format!("bench_{i}"), exp: iat + ttl_secs, iat };
     Ok(jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
         &claims,
@@ -164,21 +178,34 @@ async fn open(req: tokio_tungstenite::tungstenite::handshake::client::Request) -
 }
 
 async fn connect(ws_url: &str, token: &str, topics: serde_json::Value) -> anyhow::Result<Socket> {
+    Ok(subscribe_from(ws_url, token, topics, json!("now")).await?.0)
+}
+
+/// Open a WebSocket with `token` and subscribe (id `b`) to `topics` from `from` (`"now"`,
+/// `"snapshot"` or a position): the socket, after the `welcome`, and the server's answer
+/// to the subscribe (`subscribed`, or `resync_required` / `error` in its place).
+async fn subscribe_from(
+    ws_url: &str,
+    token: &str,
+    topics: serde_json::Value,
+    from: serde_json::Value,
+) -> anyhow::Result<(Socket, String)> {
     let mut req = ws_url.into_client_request()?;
     req.headers_mut().insert("authorization", format!("Bearer {token}").parse()?);
     let mut ws = open(req).await?;
     ws.send(Message::Text(
-        json!({"op": "subscribe", "id": "b", "topics": topics, "from": "now"}).to_string().into(),
+        json!({"op": "subscribe", "id": "b", "topics": topics, "from": from}).to_string().into(),
     ))
     .await?;
-    // welcome, subscribed
+    // welcome, then the answer
+    let mut answer = String::new();
     for _ in 0..2 {
         match ws.next().await {
-            Some(Ok(Message::Text(_))) => {}
+            Some(Ok(Message::Text(t))) => answer = t.to_string(),
             other => anyhow::bail!("unexpected answer while subscribing: {other:?}"),
         }
     }
-    Ok(ws)
+    Ok((ws, answer))
 }
 
 /// Commit `total` signals at `rate` a second through a SQLite connection of our own.
@@ -690,6 +717,12 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Fanout { clients, ref topic, seconds } => fanout(&cli, clients, topic, seconds).await,
         Scenario::Idle { clients, pid, hold_seconds } => idle(&cli, clients, pid, hold_seconds).await,
         Scenario::Polling(ref args) => polling::run(&cli, args.clone()).await,
+        Scenario::Chaos(ref args) => {
+            if !chaos::run(&cli, args.clone()).await? {
+                std::process::exit(2);
+            }
+            Ok(())
+        }
         Scenario::Soak(ref args) => {
             if !soak::run(&cli, args.clone()).await? {
                 std::process::exit(2);

@@ -6,20 +6,44 @@
 //! took a split-stream lock, an owned `Message` and its buffer bookkeeping; here a frame
 //! costs a header parse and a look at its bytes. It implements only what a receiving client
 //! needs: unfragmented frames from the server, masked frames (subscribe, pong) to it.
+//! The `chaos` scenario also uses it to send what a well-behaved client never would
+//! (frames of any opcode, size or content) from a chosen source address.
 
+use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 
 use anyhow::Context;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const READ_CHUNK: usize = 4096;
 
 pub const OP_TEXT: u8 = 0x1;
+pub const OP_BINARY: u8 = 0x2;
 pub const OP_CLOSE: u8 = 0x8;
 pub const OP_PING: u8 = 0x9;
 const OP_PONG: u8 = 0xA;
+
+/// What the server answered to an upgrade.
+pub enum Upgrade {
+    Open(RawWs),
+    /// Not upgraded: the HTTP status and the start of the answer.
+    Refused {
+        status: u16,
+        head: String,
+    },
+}
+
+/// A TCP connection to `server` from `local` (bound with `SO_REUSEADDR`, so ports in
+/// `TIME_WAIT` can be taken again), or from any local address.
+pub async fn tcp_from(local: Option<IpAddr>, server: SocketAddr) -> std::io::Result<TcpStream> {
+    let Some(ip) = local else { return TcpStream::connect(server).await };
+    let socket = if ip.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(SocketAddr::new(ip, 0))?;
+    socket.connect(server).await
+}
 
 /// A connected, upgraded client.
 pub struct RawWs {
@@ -33,17 +57,32 @@ pub struct RawWs {
 impl RawWs {
     /// Connect to `ws_url`, upgrade with a bearer token.
     pub async fn connect(ws_url: &str, token: &str) -> anyhow::Result<Self> {
+        match Self::upgrade(ws_url, Some(token), None).await? {
+            Upgrade::Open(ws) => Ok(ws),
+            Upgrade::Refused { head, .. } => anyhow::bail!("upgrade refused: {head}"),
+        }
+    }
+
+    /// Connect to `ws_url` from `local` (any local address when `None`) and ask for the
+    /// upgrade, with a bearer token when one is given: the socket, or the HTTP status the
+    /// server refused the upgrade with.
+    pub async fn upgrade(
+        ws_url: &str,
+        token: Option<&str>,
+        local: Option<IpAddr>,
+    ) -> anyhow::Result<Upgrade> {
         let req = ws_url.into_client_request()?;
         let uri = req.uri();
         let host = uri.host().context("no host")?.to_owned();
         let port = uri.port_u16().unwrap_or(80);
         let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
-        let mut stream = TcpStream::connect((host.as_str(), port)).await?;
+        let server = tokio::net::lookup_host((host.as_str(), port)).await?.next().context("no address")?;
+        let mut stream = tcp_from(local, server).await?;
         stream.set_nodelay(true)?;
+        let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
         let upgrade = format!(
             "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
-             Authorization: Bearer {token}\r\n\r\n"
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{auth}\r\n"
         );
         stream.write_all(upgrade.as_bytes()).await?;
         let mut ws = Self { stream, buf: vec![0; READ_CHUNK], start: 0, end: 0 };
@@ -54,14 +93,14 @@ impl RawWs {
             anyhow::ensure!(ws.end < 16 * 1024, "upgrade answer too long");
             anyhow::ensure!(ws.fill().await? > 0, "closed during the upgrade");
         };
-        anyhow::ensure!(
-            ws.buf.starts_with(b"HTTP/1.1 101"),
-            "upgrade refused: {}",
-            String::from_utf8_lossy(&ws.buf[..end.min(200)])
-        );
+        if !ws.buf.starts_with(b"HTTP/1.1 101") {
+            let head = String::from_utf8_lossy(&ws.buf[..end.min(200)]).into_owned();
+            let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+            return Ok(Upgrade::Refused { status, head });
+        }
         // Frames may already follow the answer: keep them.
         ws.start = end;
-        Ok(ws)
+        Ok(Upgrade::Open(ws))
     }
 
     /// Read more bytes after the unparsed ones (moved to the front first).

@@ -256,7 +256,7 @@ async fn session(
 }
 
 /// Heads of the bench users' streams in the database.
-fn heads(db: &rusqlite::Connection, clients: usize) -> anyhow::Result<Vec<u64>> {
+pub(crate) fn heads(db: &rusqlite::Connection, clients: usize) -> anyhow::Result<Vec<u64>> {
     let mut out = vec![0; clients];
     let mut stmt = db.prepare("SELECT user_id, seq FROM tw_user_seq WHERE user_id LIKE 'u_bench_%'")?;
     let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?)))?;
