@@ -284,6 +284,12 @@ mod tests {
             jail.set_env("TRADEWIRE_TOKEN", "a token for `tradewire tail`");
             assert!(Config::load(None, &Overrides::default()).is_ok(), "TRADEWIRE_TOKEN is not a config key");
 
+            // A cap that is not a count is refused by name, not read as "no cap".
+            jail.set_env("TRADEWIRE_MAX_CONNECTIONS_PER_USER", "-1");
+            let err = Config::load(None, &Overrides::default()).unwrap_err();
+            assert!(err.to_string().to_lowercase().contains("max_connections_per_user"), "{err}");
+            jail.set_env("TRADEWIRE_MAX_CONNECTIONS_PER_USER", "64");
+
             jail.set_env("TRADEWIRE_HEARTBEAT_MSS", "1");
             let err = Config::load(None, &Overrides::default()).unwrap_err();
             assert!(err.to_string().contains("heartbeat_mss"), "{err}");
