@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use tradewire_protocol::ChangeOp;
+
 use crate::{Change, Filter};
 
 /// Which private topics a subscription covers.
@@ -35,11 +37,14 @@ pub struct Subscription {
 
 impl Subscription {
     /// Does this subscription want `change`? An update matches if the row matched the
-    /// filter before or after it, so a client sees a row leave its filtered view.
+    /// filter before or after it, so a client sees a row leave its filtered view. A
+    /// truncate concerns every subscription to its table, whatever the filter.
     pub fn wants(&self, change: &Change) -> bool {
         change.seq > self.after
             && self.topics.contains(&change.topic)
-            && (self.filter.is_empty() || change.rows().any(|r| self.filter.matches(r)))
+            && (self.filter.is_empty()
+                || change.op == ChangeOp::Truncate
+                || change.rows().any(|r| self.filter.matches(r)))
     }
 }
 
@@ -89,7 +94,6 @@ impl SubscriptionSet {
 #[cfg(test)]
 mod tests {
     use serde_json::json;
-    use tradewire_protocol::ChangeOp;
 
     use super::*;
 
@@ -144,5 +148,35 @@ mod tests {
         );
         // A change at or below a subscription's position is never delivered twice.
         assert!(ids(&mut set, &change(9, "orders", json!({}), None)).is_empty());
+    }
+
+    #[test]
+    fn a_truncate_reaches_every_subscription_to_its_table_whatever_the_filter() {
+        let mut set = SubscriptionSet::default();
+        let f = Filter::parse(json!({"status": "new"}).as_object().unwrap()).unwrap();
+        set.insert(Subscription {
+            id: "filtered".into(),
+            topics: TopicSet::Only(vec!["orders".into()]),
+            filter: f,
+            after: 0,
+        });
+        set.insert(Subscription {
+            id: "other".into(),
+            topics: TopicSet::Only(vec!["positions".into()]),
+            filter: Filter::default(),
+            after: 0,
+        });
+        let truncate = Change::new(
+            "u1".into(),
+            "e1".into(),
+            1,
+            "orders".into(),
+            ChangeOp::Truncate,
+            vec![],
+            0,
+            None,
+            None,
+        );
+        assert_eq!(set.deliver(&truncate).map(|s| s.to_string()).collect::<Vec<_>>(), ["filtered"]);
     }
 }

@@ -98,6 +98,10 @@ pub enum ChangeOp {
     Insert,
     Update,
     Delete,
+    /// The whole table was emptied (`TRUNCATE`). Kept in the log at its place in each
+    /// user's stream, but never sent as an event: a subscription covering the table gets
+    /// `resync_required` with reason `truncated` instead, since its rows are all gone.
+    Truncate,
 }
 
 impl ChangeOp {
@@ -106,6 +110,7 @@ impl ChangeOp {
             ChangeOp::Insert => "insert",
             ChangeOp::Update => "update",
             ChangeOp::Delete => "delete",
+            ChangeOp::Truncate => "truncate",
         }
     }
 }

@@ -452,7 +452,7 @@ impl Simulator {
             .filter(|r| r.row.user_id == user_id)
             .ok_or_else(|| SimError::UnknownPortfolio(portfolio_id.to_string()))?;
         let state = if enabled { CircuitBreaker::Armed } else { CircuitBreaker::Disabled };
-        rs.reset(state, equity);
+        rs.reset(state, equity, now_ms);
         let mut out: Vec<Effect> = rs.take_update(now_ms).map(Effect::RiskUpdated).into_iter().collect();
         let detail = json!({"state": state});
         self.engine.record(

@@ -268,6 +268,17 @@ pub struct Risk {
     pub drawdown: Decimal,
     pub tripped_at: Option<i64>,
     pub updated_at: i64,
+    /// The start (UTC midnight, ms) of the day `day_start_equity` belongs to. Stored with
+    /// the baselines so a restart keeps today's P&L and the drawdown peak; absent in rows
+    /// written before they were kept.
+    #[serde(default)]
+    pub day_start_ms: Option<i64>,
+    /// Equity at the start of that day: `daily_pnl` is measured from it.
+    #[serde(default)]
+    pub day_start_equity: Option<Decimal>,
+    /// The highest equity since the breaker was last reset: `drawdown` is measured from it.
+    #[serde(default)]
+    pub peak_equity: Option<Decimal>,
 }
 
 /// A row of `pnl`: one point of a portfolio's equity curve.

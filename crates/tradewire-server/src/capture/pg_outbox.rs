@@ -63,6 +63,21 @@ END $f$;
 DROP TRIGGER IF EXISTS tw_capture ON "{t}";
 CREATE TRIGGER tw_capture AFTER INSERT OR UPDATE OR DELETE ON "{t}"
     FOR EACH ROW EXECUTE FUNCTION "tw_capture_{t}"();
+-- TRUNCATE fires no row trigger: every user's stream gets a `truncate` change instead (in
+-- user order, so two truncates take the counter rows' locks in the same order).
+CREATE OR REPLACE FUNCTION "tw_truncate_{t}"() RETURNS trigger LANGUAGE plpgsql AS $f$
+DECLARE
+    u text;
+    ts bigint := (extract(epoch FROM clock_timestamp()) * 1000)::bigint;
+BEGIN
+    FOR u IN SELECT user_id FROM tw_user_seq ORDER BY user_id LOOP
+        PERFORM tw_append(u, '{topic}', 'truncate', NULL, NULL, ts);
+    END LOOP;
+    RETURN NULL;
+END $f$;
+DROP TRIGGER IF EXISTS tw_truncate ON "{t}";
+CREATE TRIGGER tw_truncate AFTER TRUNCATE ON "{t}"
+    FOR EACH STATEMENT EXECUTE FUNCTION "tw_truncate_{t}"();
 "#
     )
 }

@@ -81,6 +81,17 @@ impl Heads {
         Ok(last + 1)
     }
 
+    /// Every user with a stream: those in `tw_user_seq` and those numbered since, sorted.
+    pub fn users(&self, conn: &mut dyn Sql) -> Result<Vec<String>> {
+        let mut users: std::collections::BTreeSet<String> = self.last.keys().cloned().collect();
+        for row in conn.query("SELECT user_id FROM tw_user_seq", &[])? {
+            if let Some(user) = row.into_iter().next().and_then(|c| c.into_text()) {
+                users.insert(user);
+            }
+        }
+        Ok(users.into_iter().collect())
+    }
+
     /// Forget everything (after a failed write).
     pub fn clear(&mut self) {
         self.last.clear();

@@ -22,6 +22,8 @@ pub enum Resync {
     EpochChanged,
     /// The position is past the head of the stream: it was never handed out.
     PositionAhead,
+    /// A table of the subscription was emptied (`TRUNCATE`): its rows must be read again.
+    Truncated,
 }
 
 impl Resync {
@@ -30,6 +32,7 @@ impl Resync {
             Resync::HistoryExpired => "history_expired",
             Resync::EpochChanged => "epoch_changed",
             Resync::PositionAhead => "position_ahead",
+            Resync::Truncated => "truncated",
         }
     }
 }
@@ -87,6 +90,7 @@ pub(crate) fn to_change(epoch: &Arc<str>, r: LogRow) -> Change {
         "insert" => ChangeOp::Insert,
         "update" => ChangeOp::Update,
         "delete" => ChangeOp::Delete,
+        "truncate" => ChangeOp::Truncate,
         other => {
             errors.push(format!("unknown change op {:?}", other.chars().take(32).collect::<String>()));
             ChangeOp::Update

@@ -6,13 +6,18 @@ use super::{DbError, Result};
 use crate::sql_params;
 
 /// SQLite migrations in order; `PRAGMA user_version` records how many are applied.
-const SQLITE: &[&str] =
-    &[include_str!("../../migrations/0001_trading.sql"), include_str!("../../migrations/0002_changelog.sql")];
+const SQLITE: &[&str] = &[
+    include_str!("../../migrations/0001_trading.sql"),
+    include_str!("../../migrations/0002_changelog.sql"),
+    include_str!("../../migrations/0003_risk_baselines.sql"),
+];
 
 /// PostgreSQL migrations in order; `tw_meta.schema_version` records how many are applied.
 const POSTGRES: &[&str] = &[
     include_str!("../../migrations/pg/0001_trading.sql"),
     include_str!("../../migrations/pg/0002_changelog.sql"),
+    include_str!("../../migrations/pg/0003_truncate.sql"),
+    include_str!("../../migrations/pg/0004_risk_baselines.sql"),
 ];
 
 /// An arbitrary constant: the advisory lock that serializes migrations of several servers

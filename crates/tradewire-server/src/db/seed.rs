@@ -101,12 +101,42 @@ pub fn demo(tx: &mut dyn Sql) -> Result<()> {
     let users = tx.value("SELECT COUNT(*) FROM users", &[])?.map_or(0, |c| c.int());
     if users == 0 {
         let now = now_ms();
-        let bots: [(&str, &str, &str, &str, &str); 5] = [
-            ("alice", "Momentum BTC", "ma_crossover", "BTCUSDT", "running"),
-            ("alice", "ETH Mean Revert", "mean_reversion", "ETHUSDT", "running"),
-            ("alice", "SOL Grid", "grid", "SOLUSDT", "paused"),
-            ("bob", "Bob's BTC Grid", "grid", "BTCUSDT", "running"),
-            ("bob", "Bob's ETH Trend", "ma_crossover", "ETHUSDT", "stopped"),
+        // Sampled four times a second with short windows, so the desk is trading within
+        // seconds of the first start (the defaults warm up over ~20 s of one-second samples).
+        let bots: [(&str, &str, &str, &str, &str, &str); 5] = [
+            (
+                "alice",
+                "Momentum BTC",
+                "ma_crossover",
+                "BTCUSDT",
+                "running",
+                r#"{"sample_ms":250,"fast":3,"slow":8}"#,
+            ),
+            (
+                "alice",
+                "ETH Mean Revert",
+                "mean_reversion",
+                "ETHUSDT",
+                "running",
+                r#"{"sample_ms":250,"window":12}"#,
+            ),
+            ("alice", "SOL Grid", "grid", "SOLUSDT", "paused", r#"{"sample_ms":250}"#),
+            (
+                "bob",
+                "Bob's BTC Grid",
+                "grid",
+                "BTCUSDT",
+                "running",
+                r#"{"sample_ms":250,"grid_step_pct":"0.0003"}"#,
+            ),
+            (
+                "bob",
+                "Bob's ETH Trend",
+                "ma_crossover",
+                "ETHUSDT",
+                "stopped",
+                r#"{"sample_ms":250,"fast":3,"slow":8}"#,
+            ),
         ];
         let mut ids = Vec::new();
         for (name, password) in DEMO_USERS {
@@ -116,11 +146,11 @@ pub fn demo(tx: &mut dyn Sql) -> Result<()> {
             "INSERT INTO tw_meta(key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
             params![DEMO_USERS_KEY, ids.join(",")],
         )?;
-        for (i, (owner, name, strategy, symbol, status)) in bots.into_iter().enumerate() {
+        for (i, (owner, name, strategy, symbol, status, config)) in bots.into_iter().enumerate() {
             tx.execute(
                 "INSERT INTO trading_bots(id, user_id, portfolio_id, name, strategy, symbol, status, config, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, '{}', ?8, ?8)",
-                params![format!("bot_{owner}_{}", i + 1), format!("u_{owner}"), format!("pf_{owner}_main"), name, strategy, symbol, status, now],
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+                params![format!("bot_{owner}_{}", i + 1), format!("u_{owner}"), format!("pf_{owner}_main"), name, strategy, symbol, status, config, now],
             )?;
         }
         tracing::info!("seeded demo users alice and bob");

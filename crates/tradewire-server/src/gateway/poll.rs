@@ -8,7 +8,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tradewire_hub::Subscription;
-use tradewire_protocol::Position;
+use tradewire_protocol::{ChangeOp, Position};
 
 use super::parse_selection_query;
 use super::selection::Selection;
@@ -79,6 +79,10 @@ pub async fn handler(
                 break 'scan;
             }
             if sub.wants(change) {
+                if change.op == ChangeOp::Truncate {
+                    // The rows before it are gone: the client reads them again.
+                    return Err(ApiError::resync(&since, Resync::Truncated));
+                }
                 if count == limit {
                     break 'scan;
                 }

@@ -14,10 +14,11 @@ use tradewire_hub::{
     Change, Inbox, MarketMessage, MarketSubscription, QueueReceiver, Registration, Subscription,
     SubscriptionSet,
 };
-use tradewire_protocol::{ErrorCode, From, Position, ServerFrame};
+use tradewire_protocol::{ChangeOp, ErrorCode, From, Position, ServerFrame};
 
 use super::Gateway;
 use super::selection::Selection;
+use crate::changefeed::Resync;
 use crate::db::DbError;
 use crate::errors::{Rejection, StreamEnd};
 
@@ -197,11 +198,26 @@ impl Session {
         out: &mut T,
     ) -> Result<(), StreamEnd> {
         self.head = self.head.max(change.seq);
+        if change.op == ChangeOp::Truncate {
+            // The table's rows are all gone: each subscription covering it ends and is told
+            // to read them again.
+            let ended: Vec<Arc<str>> = self.subs.deliver(change).collect();
+            for id in ended {
+                self.unsubscribe(&id);
+                out.send(Outgoing::Frame(resync_frame(&id, Resync::Truncated))).await?;
+            }
+            return Ok(());
+        }
         for id in self.subs.deliver(change) {
             out.send(Outgoing::Event { sub: &id, change }).await?;
         }
         Ok(())
     }
+}
+
+/// The `resync_required` frame of subscription `id`.
+pub(super) fn resync_frame(id: &str, reason: Resync) -> ServerFrame {
+    ServerFrame::ResyncRequired { id: id.to_owned(), reason: reason.reason().to_owned() }
 }
 
 impl Drop for Session {

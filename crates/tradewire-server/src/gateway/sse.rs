@@ -212,7 +212,12 @@ async fn serve(
             change = session.queue().recv() => match change {
                 Some(change) => {
                     tokio::select! {
-                        r = session.deliver(&change, out) => r,
+                        r = session.deliver(&change, out) => r.and_then(|()| match session.subscriptions() {
+                            // A truncate ended the stream's subscription (`resync_required`
+                            // was sent): the stream has nothing more to say.
+                            0 => Err(StreamEnd::Gone),
+                            _ => Ok(()),
+                        }),
                         () = &mut overflowed => Err(StreamEnd::SlowConsumer),
                     }
                 }

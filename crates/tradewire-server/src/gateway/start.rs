@@ -13,10 +13,10 @@ use std::future::Future;
 use std::sync::Arc;
 
 use tradewire_hub::{Change, Subscription};
-use tradewire_protocol::{Position, ServerFrame};
+use tradewire_protocol::{ChangeOp, Position, ServerFrame};
 
 use super::selection::Selection;
-use super::session::{Outgoing, Session, Transport};
+use super::session::{Outgoing, Session, Transport, resync_frame};
 use crate::changefeed::Resync;
 use crate::errors::StreamEnd;
 
@@ -96,7 +96,9 @@ impl Session {
         taken: &mut TakenOff,
         out: &mut T,
     ) -> Result<bool, StreamEnd> {
-        hand_over(sub, taken, out).await?;
+        if !hand_over(sub, taken, out).await? {
+            return Ok(false);
+        }
         if sub.after >= taken.newest {
             return Ok(true);
         }
@@ -128,8 +130,8 @@ impl Session {
             }
             let full = batch.len() == REPLAY_BATCH;
             for change in &batch {
-                if sub.wants(change) {
-                    out.send(Outgoing::Event { sub: &sub.id, change }).await?;
+                if sub.wants(change) && !send_to_new(sub, change, out).await? {
+                    return Ok(false);
                 }
                 sub.after = change.seq;
                 // Keep the queue moving between replayed events too.
@@ -143,7 +145,9 @@ impl Session {
             }
             // The log is read to its end: hand over what was taken off since, in order,
             // when all of it was kept; otherwise read again.
-            hand_over(sub, taken, out).await?;
+            if !hand_over(sub, taken, out).await? {
+                return Ok(false);
+            }
             if sub.after >= taken.newest {
                 return Ok(true);
             }
@@ -190,22 +194,38 @@ fn subscribed(id: &str, selection: &Selection) -> ServerFrame {
 }
 
 fn resync(id: &str, reason: Resync) -> Outgoing<'static> {
-    Outgoing::Frame(ServerFrame::ResyncRequired { id: id.to_owned(), reason: reason.reason().to_owned() })
+    Outgoing::Frame(resync_frame(id, reason))
+}
+
+/// Send `change` to a starting subscription that wants it. `Ok(false)`: it was a truncate
+/// of one of its tables, and `resync_required` was sent instead (the subscription ends).
+async fn send_to_new<T: Transport>(
+    sub: &Subscription,
+    change: &Arc<Change>,
+    out: &mut T,
+) -> Result<bool, StreamEnd> {
+    if change.op == ChangeOp::Truncate {
+        out.send(resync(&sub.id, Resync::Truncated)).await?;
+        return Ok(false);
+    }
+    out.send(Outgoing::Event { sub: &sub.id, change }).await?;
+    Ok(true)
 }
 
 /// Hand the kept changes right after `sub.after` to the new subscription, in order.
+/// `Ok(false)`: one was a truncate, and `resync_required` was sent instead.
 async fn hand_over<T: Transport>(
     sub: &mut Subscription,
     taken: &mut TakenOff,
     out: &mut T,
-) -> Result<(), StreamEnd> {
+) -> Result<bool, StreamEnd> {
     for change in taken.after(sub.after) {
-        if sub.wants(&change) {
-            out.send(Outgoing::Event { sub: &sub.id, change: &change }).await?;
+        if sub.wants(&change) && !send_to_new(sub, &change, out).await? {
+            return Ok(false);
         }
         sub.after = change.seq;
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Live changes taken off a session's queue while one of its subscriptions starts: the

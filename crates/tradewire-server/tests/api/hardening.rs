@@ -457,6 +457,99 @@ async fn a_failed_simulator_is_restarted_and_readyz_names_it_meanwhile() {
     trades(&app, "the restarted simulator takes orders").await;
 }
 
+/// Alice's risk row as the REST API shows it.
+async fn risk_row(app: &TestApp) -> Value {
+    let r: Value = app.get("alice", "/v1/risk").await.json().await.unwrap();
+    r["items"][0].clone()
+}
+
+fn decimal(v: &Value) -> f64 {
+    v.as_str().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("a decimal string: {v}"))
+}
+
+/// "Today's P&L" and the drawdown peak are measured from baselines stored with the risk
+/// row, so a restart keeps them (they used to restart from zero at the equity of the
+/// moment, hiding the day's losses from the daily-loss breaker).
+#[tokio::test]
+async fn a_restart_keeps_todays_pnl_and_the_drawdown_peak() {
+    let app = sim_app().await;
+    trades(&app, "a fill pays a taker fee: the day's P&L goes below zero").await;
+    let before = eventually("the risk row shows the loss", || async {
+        let row = risk_row(&app).await;
+        (decimal(&row["daily_pnl"]) < 0.0).then_some(row)
+    })
+    .await;
+    assert_eq!(decimal(&before["day_start_equity"]), 10000.0, "{before}");
+    assert!(decimal(&before["peak_equity"]) >= 10000.0, "{before}");
+
+    let app = app.restart().await;
+    trades(&app, "and another after the restart").await;
+    let equity = |p: &Value| decimal(&p["items"][0]["equity"]);
+    let (row, equity) = eventually("the risk row is measured after the restart", || async {
+        let row = risk_row(&app).await;
+        let portfolios: Value = app.get("alice", "/v1/portfolios").await.json().await.unwrap();
+        let equity = equity(&portfolios);
+        ((decimal(&row["daily_pnl"]) - (equity - 10000.0)).abs() < 1e-6).then_some((row, equity))
+    })
+    .await;
+    // Measured from the stored baselines, not from the equity at the restart.
+    assert_eq!(decimal(&row["day_start_equity"]), 10000.0, "kept: {row}");
+    let peak = decimal(&row["peak_equity"]);
+    assert!(peak >= decimal(&before["peak_equity"]), "kept: {row}");
+    let drawdown = ((peak - equity) / peak).max(0.0);
+    assert!((decimal(&row["drawdown"]) - drawdown).abs() < 1e-5, "measured from the kept peak: {row}");
+}
+
+/// The demo desk (the README's run command: demo data, simulator) is trading within
+/// 5 seconds of the server's start.
+#[tokio::test]
+async fn the_demo_desk_trades_within_five_seconds_of_the_start() {
+    if backend() != Backend::Sqlite {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let log = std::fs::File::create(tmp.path().join("server.log")).unwrap();
+    let started = std::time::Instant::now();
+    let _server = Served(
+        Command::new(env!("CARGO_BIN_EXE_tradewire"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .env("TRADEWIRE_DATA_DIR", tmp.path().join("data"))
+            .stdout(log)
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the tradewire binary starts"),
+    );
+    ready(port).await;
+    let http = reqwest::Client::new();
+    let login: Value = http
+        .post(format!("http://127.0.0.1:{port}/v1/auth/login"))
+        .json(&json!({"username": "alice", "password": "alice-demo"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["token"].as_str().expect("a token").to_owned();
+    loop {
+        let fills: Value = http
+            .get(format!("http://127.0.0.1:{port}/v1/fills"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if fills["items"].as_array().is_some_and(|f| !f.is_empty()) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "no demo trade within 5 s of the start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// SQLite: another process holds the write lock past the busy timeout while orders are
 /// placed and the simulator trades. The simulator retries its writes; every order answered
 /// 201 is in the database as answered, and nothing the simulator did is lost or left

@@ -21,4 +21,5 @@ mod simulator;
 mod slow_consumer;
 mod snapshot_race;
 mod sse;
+mod truncate;
 mod writers;

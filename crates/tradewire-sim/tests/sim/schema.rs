@@ -8,16 +8,32 @@ use tradewire_sim::{Direction, Effect, InitialState, Simulator};
 
 use crate::{Mirror, demo_bots, demo_portfolios, small_config};
 
-/// Column names per table, read from the migration.
+/// Column names per table, read from the migrations: `CREATE TABLE` in the first,
+/// `ALTER TABLE … ADD COLUMN` in later ones.
 fn schema() -> BTreeMap<String, BTreeSet<String>> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../tradewire-server/migrations/0001_trading.sql");
-    let sql = std::fs::read_to_string(path).expect("the server's trading schema");
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../tradewire-server/migrations");
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .expect("the server's migrations")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "sql"))
+        .collect();
+    files.sort();
     let mut tables = BTreeMap::new();
     let mut current: Option<(String, BTreeSet<String>)> = None;
-    for line in sql.lines() {
+    for line in files
+        .iter()
+        .flat_map(|f| std::fs::read_to_string(f).unwrap().lines().map(str::to_owned).collect::<Vec<_>>())
+    {
         let line = line.trim();
         if let Some(rest) = line.strip_prefix("CREATE TABLE ") {
             current = Some((rest.trim_end_matches(" (").trim().to_string(), BTreeSet::new()));
+        } else if let Some(rest) = line.strip_prefix("ALTER TABLE ") {
+            let mut words = rest.split_whitespace();
+            if let (Some(table), Some("ADD"), Some("COLUMN"), Some(column)) =
+                (words.next(), words.next(), words.next(), words.next())
+            {
+                tables.entry(table.to_string()).or_insert_with(BTreeSet::new).insert(column.to_string());
+            }
         } else if line.starts_with(");") {
             if let Some((name, cols)) = current.take() {
                 tables.insert(name, cols);

@@ -79,6 +79,7 @@ pub fn install(conn: &mut dyn Sql, catalog: &Catalog, slot: &str, publication: &
     for table in catalog.tables() {
         let t = &table.spec.table;
         sql += &format!("DROP TRIGGER IF EXISTS tw_capture ON \"{t}\";\n");
+        sql += &format!("DROP TRIGGER IF EXISTS tw_truncate ON \"{t}\";\n");
     }
     let tables: Vec<String> = catalog.tables().map(|t| format!("\"{}\"", t.spec.table)).collect();
     let exists = conn.value("SELECT 1 FROM pg_publication WHERE pubname = ?1", sql_params![publication])?;
@@ -278,13 +279,10 @@ impl Stream {
                     self.open.push(RowChange { rel, kind: ChangeOp::Delete, old: Some(old), new: None })
                 }
                 Message::Truncate { rels } => {
-                    let names: Vec<&str> =
-                        rels.iter().filter_map(|r| self.relations.get(r)).map(|r| r.name.as_str()).collect();
-                    tracing::warn!(
-                        tables = ?names,
-                        "TRUNCATE of a captured table is not captured: clients keep the rows \
-                         until they resubscribe with a snapshot"
-                    );
+                    // Numbered at commit: a `truncate` change of the table in every stream.
+                    for rel in rels {
+                        self.open.push(RowChange { rel, kind: ChangeOp::Truncate, old: None, new: None });
+                    }
                 }
                 Message::Other(_) => {}
             },

@@ -93,6 +93,23 @@ impl LogWriter {
     ) -> Result<()> {
         let rel = relations.get(&rc.rel).ok_or(CaptureError::UnknownRelation(rc.rel))?;
         let Some(table): Option<&TableInfo> = catalog.by_table(&rel.name) else { return Ok(()) };
+        if rc.kind == ChangeOp::Truncate {
+            // Every row is gone, whoever owned it: every stream gets a `truncate` change.
+            for user in self.heads.users(&mut *self.client)? {
+                let seq = self.heads.next(&mut *self.client, &user)?;
+                let topic = table.spec.topic.clone();
+                out.push(NumberedChange {
+                    user,
+                    seq,
+                    topic,
+                    op: ChangeOp::Truncate,
+                    row: None,
+                    old: None,
+                    commit_ts,
+                });
+            }
+            return Ok(());
+        }
         let owner_col = &table.spec.owner;
         let old = rc.old.as_deref().map(|t| pgoutput::json_row(rel, t, None));
         let new = rc.new.as_deref().map(|t| pgoutput::json_row(rel, t, old.as_ref()));
