@@ -98,7 +98,7 @@ pub async fn create(
             tx.execute(
                 "INSERT INTO trading_bots(id, user_id, portfolio_id, name, strategy, symbol, status, config, created_at, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'stopped', ?7, ?8, ?8)",
-                params![&id, &user.id, &bot.portfolio_id, bot.name.trim(), bot.strategy.trim(), &bot.symbol, config, now],
+                params![&id, &user.id, &bot.portfolio_id, bot.name.trim(), bot.strategy.trim(), &bot.symbol, &config, now],
             )?;
             owned_row(tx, &catalog, "bots", &user.id, &id)
         })
@@ -142,7 +142,7 @@ pub async fn update(
                     &patch.strategy,
                     &patch.symbol,
                     &patch.portfolio_id,
-                    config,
+                    config.clone(),
                     now_ms()
                 ],
             )?;

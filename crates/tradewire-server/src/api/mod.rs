@@ -139,10 +139,10 @@ pub(crate) async fn change_owned_row<F>(
     user: AuthUser,
     topic: &'static str,
     id: String,
-    change: F,
+    mut change: F,
 ) -> ApiResult<axum::Json<Row>>
 where
-    F: FnOnce(&mut dyn Sql, &Row, &str) -> ApiResult<()> + Send + 'static,
+    F: FnMut(&mut dyn Sql, &Row, &str) -> ApiResult<()> + Send + 'static,
 {
     let catalog = state.catalog().clone();
     state

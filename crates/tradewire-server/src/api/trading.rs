@@ -180,7 +180,7 @@ pub async fn place_order(
                      price, stop_price, quantity, status, reduce_only, post_only, created_at, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 'new', ?13, ?14, ?15, ?15)
                  ON CONFLICT (user_id, client_order_id) DO NOTHING",
-                params![&id, &user.id, portfolio, &o.bot_id, &client_order_id, &o.symbol, side, kind, tif, price, stop_price, quantity,
+                params![&id, &user.id, portfolio, &o.bot_id, &client_order_id, &o.symbol, &side, &kind, &tif, price.clone(), stop_price.clone(), &quantity,
                     o.reduce_only, o.post_only, now],
             )?;
             if inserted == 0 {

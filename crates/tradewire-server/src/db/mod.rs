@@ -61,6 +61,14 @@ impl DbError {
     /// Would the same write succeed if tried again: SQLite busy or locked (another process
     /// held the write lock past the busy timeout), a PostgreSQL deadlock or serialization
     /// failure?
+    /// PostgreSQL aborted the transaction so that another could go on (a deadlock victim,
+    /// a serialization failure): running it again from the start is the remedy.
+    pub fn is_retryable(&self) -> bool {
+        use postgres::error::SqlState;
+        matches!(self, DbError::Postgres(e)
+            if matches!(e.code(), Some(c) if *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE))
+    }
+
     pub fn is_transient(&self) -> bool {
         use postgres::error::SqlState;
         match self {
@@ -324,29 +332,62 @@ impl Db {
     /// its own errors (a conflict, a validation failure) from inside `f`; any error rolls
     /// the transaction back. SQLite writes are serialized (`BEGIN IMMEDIATE`); PostgreSQL
     /// runs them at READ COMMITTED, with unique constraints as the guard against races.
-    pub async fn write<T, E, F>(&self, f: F) -> std::result::Result<T, E>
+    ///
+    /// A transaction PostgreSQL aborted as a deadlock victim or a serialization failure is
+    /// run again from the start, up to [`WRITE_ATTEMPTS`] times in all, after a short
+    /// random pause: `f` is `FnMut` for that, and must not keep what an earlier attempt did
+    /// outside the transaction. (SQLite's busy lock is already waited for by its busy
+    /// timeout, so it is not retried here.)
+    pub async fn write<T, E, F>(&self, mut f: F) -> std::result::Result<T, E>
     where
         T: Send + 'static,
         E: From<DbError> + Send + 'static,
-        F: FnOnce(&mut dyn Sql) -> std::result::Result<T, E> + Send + 'static,
+        F: FnMut(&mut dyn Sql) -> std::result::Result<T, E> + Send + 'static,
     {
         let backend = self.backend.clone();
         let wake = self.wake.clone();
-        let out = tokio::task::spawn_blocking(move || match &*backend {
-            Backend::Sqlite { pool, .. } => {
-                let mut conn = pool.get().map_err(DbError::from)?;
-                let tx =
-                    conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(DbError::from)?;
-                let out = f(&mut sql::Lite(&tx))?;
-                tx.commit().map_err(DbError::from)?;
-                Ok(out)
-            }
-            Backend::Postgres { pool, .. } => {
-                let mut conn = pool.get().map_err(DbError::from)?;
-                let mut tx = conn.transaction().map_err(DbError::from)?;
-                let out = f(&mut tx)?;
-                tx.commit().map_err(DbError::from)?;
-                Ok(out)
+        let out = tokio::task::spawn_blocking(move || {
+            let mut attempt = 1;
+            loop {
+                let mut aborted = false;
+                let out = match &*backend {
+                    Backend::Sqlite { pool, .. } => {
+                        let mut conn = pool.get().map_err(DbError::from)?;
+                        let tx = conn
+                            .transaction_with_behavior(TransactionBehavior::Immediate)
+                            .map_err(DbError::from)?;
+                        let out = f(&mut sql::Lite(&tx))?;
+                        tx.commit().map_err(DbError::from)?;
+                        Ok(out)
+                    }
+                    Backend::Postgres { pool, .. } => {
+                        let mut conn = pool.get().map_err(DbError::from)?;
+                        let mut tx = conn.transaction().map_err(DbError::from)?;
+                        match f(&mut Watched { inner: &mut tx, aborted: &mut aborted }) {
+                            Ok(out) => match tx.commit().map_err(DbError::from) {
+                                Ok(()) => Ok(out),
+                                Err(e) => {
+                                    aborted = e.is_retryable();
+                                    Err(E::from(e))
+                                }
+                            },
+                            Err(e) => Err(e),
+                        }
+                    }
+                };
+                if out.is_err() && aborted && attempt < WRITE_ATTEMPTS {
+                    metrics::counter!("tradewire_write_retries_total").increment(1);
+                    tracing::debug!(
+                        attempt,
+                        "write transaction aborted by PostgreSQL (deadlock or serialization); retrying"
+                    );
+                    std::thread::sleep(Duration::from_millis(
+                        rand::random_range(5..=20) * u64::from(attempt),
+                    ));
+                    attempt += 1;
+                    continue;
+                }
+                return out;
             }
         })
         .await
@@ -360,6 +401,46 @@ impl Db {
     /// Is the database answering? (for `/readyz`)
     pub async fn ping(&self) -> Result<()> {
         self.read(|c| c.value("SELECT 1", &[]).map(drop)).await
+    }
+}
+
+/// How many times in all a write transaction runs when PostgreSQL keeps aborting it.
+pub const WRITE_ATTEMPTS: u32 = 4;
+
+/// A transaction as [`Sql`] that notes whether a statement failed because PostgreSQL
+/// aborted the transaction (the caller's error type may no longer say so).
+struct Watched<'a, 'b> {
+    inner: &'a mut postgres::Transaction<'b>,
+    aborted: &'a mut bool,
+}
+
+impl Watched<'_, '_> {
+    fn note<T>(&mut self, r: Result<T>) -> Result<T> {
+        if let Err(e) = &r {
+            *self.aborted |= e.is_retryable();
+        }
+        r
+    }
+}
+
+impl Sql for Watched<'_, '_> {
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+
+    fn execute(&mut self, sql: &str, params: &[sql::Param]) -> Result<u64> {
+        let r = Sql::execute(self.inner, sql, params);
+        self.note(r)
+    }
+
+    fn query(&mut self, sql: &str, params: &[sql::Param]) -> Result<Vec<Vec<sql::Cell>>> {
+        let r = Sql::query(self.inner, sql, params);
+        self.note(r)
+    }
+
+    fn batch(&mut self, sql: &str) -> Result<()> {
+        let r = Sql::batch(self.inner, sql);
+        self.note(r)
     }
 }
 

@@ -72,3 +72,60 @@ async fn a_transaction_of_ten_thousand_rows_arrives_complete_and_in_order() {
     }
     assert_eq!(sub.gaps_detected, 0);
 }
+
+/// Two API-style writers lock the same two rows in opposite orders: PostgreSQL aborts one
+/// as the deadlock victim (40P01). `Db::write` runs the victim's transaction again, so both
+/// commit; the aborted attempt took no `seq`, and each stream stays contiguous.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadlock_between_two_writers_is_retried_and_both_commit() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Barrier};
+
+    use tradewire_server::db::{DbError, Sql};
+    use tradewire_server::sql_params;
+
+    if crate::backend::backend() == crate::backend::Backend::Sqlite {
+        return; // one writer at a time: SQLite cannot deadlock
+    }
+    let app = spawn_app().await;
+    let (alice_before, bob_before) = (app.head("alice").await, app.head("bob").await);
+    let barrier = Arc::new(Barrier::new(2));
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let writer = |first: &'static str, second: &'static str, name: &'static str| {
+        let (db, barrier, attempts) = (app.state.db().clone(), barrier.clone(), attempts.clone());
+        async move {
+            let mut waited = false;
+            db.write(move |tx: &mut dyn Sql| {
+                attempts.fetch_add(1, Ordering::SeqCst);
+                let rename = "UPDATE portfolios SET name = ?1 WHERE user_id = ?2";
+                tx.execute(rename, sql_params![name, first])?;
+                if !waited {
+                    // Both hold their first row before either asks for its second.
+                    waited = true;
+                    barrier.wait();
+                }
+                tx.execute(rename, sql_params![name, second])?;
+                Ok::<_, DbError>(())
+            })
+            .await
+        }
+    };
+    let (a, b) = tokio::join!(
+        tokio::spawn(writer("u_alice", "u_bob", "A")),
+        tokio::spawn(writer("u_bob", "u_alice", "B"))
+    );
+    a.unwrap().expect("writer A commits");
+    b.unwrap().expect("writer B commits");
+    assert_eq!(attempts.load(Ordering::SeqCst), 3, "one of the two ran again");
+
+    let mut ws = app.ws("alice").await;
+    let from = format!("{}:{alice_before}", app.epoch());
+    ws.send_json(json!({"op": "subscribe", "id": "r", "topics": ["portfolios"], "from": from})).await;
+    assert!(matches!(ws.frame().await, tradewire_protocol::ServerFrame::Subscribed { .. }));
+    let (first, second) = (ws.event().await, ws.event().await);
+    assert_eq!((first.seq, second.seq), (alice_before + 1, alice_before + 2), "contiguous");
+    assert_eq!(app.head("alice").await, alice_before + 2, "the aborted attempt took no seq");
+    assert_eq!(app.head("bob").await, bob_before + 2);
+    let metrics = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("tradewire_write_retries_total"), "counted");
+}
