@@ -136,6 +136,11 @@ export async function spawnApp({ env = {}, viewport = { width: 1280, height: 800
     async login(user, page) {
       page ??= await context.newPage();
       page.on("pageerror", (err) => pageErrors.push(err));
+      // Whatever the Content Security Policy blocks (a script, a style, a connection) fails
+      // the test like an uncaught error: the page would silently miss it.
+      page.on("console", (msg) => {
+        if (msg.type() === "error" && /Content Security Policy/i.test(msg.text())) pageErrors.push(new Error(msg.text()));
+      });
       await page.goto(server.base + "/");
       await page.getByTestId("login-username").fill(user);
       await page.getByTestId("login-password").fill(PASSWORDS[user]);

@@ -17,6 +17,9 @@ pub enum ErrorCode {
     Conflict,
     TooManySubscriptions,
     RateLimited,
+    /// A browser page of an origin the server does not admit opened a WebSocket or an SSE
+    /// stream (HTTP 403, before the upgrade); the message names the origin.
+    OriginNotAllowed,
     PayloadTooLarge,
     ResyncRequired,
     /// A number outside what the server accepts (a price, a quantity, a notional); the
@@ -41,6 +44,7 @@ impl ErrorCode {
             ErrorCode::Conflict => "conflict",
             ErrorCode::TooManySubscriptions => "too_many_subscriptions",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::OriginNotAllowed => "origin_not_allowed",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::ResyncRequired => "resync_required",
             ErrorCode::OutOfRange => "out_of_range",

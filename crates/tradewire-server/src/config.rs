@@ -23,6 +23,7 @@ use crate::capture::{CaptureMode, CaptureSettings, PumpSettings};
 use crate::db::{DbSettings, TableSpec};
 use crate::gateway::GatewaySettings;
 use crate::gateway::admission::AdmissionLimits;
+use crate::gateway::origin::AllowedOrigins;
 use crate::sim::SimSettings;
 use crate::telemetry::LogFormat;
 
@@ -60,6 +61,11 @@ pub struct Config {
     pub max_sse_streams: usize,
     /// WebSockets that have not sent their `auth` frame yet (0: no cap).
     pub max_unauthenticated: usize,
+    /// Browser pages (`https://host[:port]` origins) that may open a WebSocket or an SSE
+    /// stream; a list, or one comma-separated string (`TRADEWIRE_ALLOWED_ORIGINS`). Empty:
+    /// the server's own origin (the request's `Host`) and loopback pages; `*`: any page.
+    /// Other pages get HTTP 403; clients that send no `Origin` (bots, curl) always pass.
+    pub allowed_origins: AllowedOrigins,
     /// Failed logins of one user name per minute before logins of that name get 429.
     pub login_failures_per_user: u32,
     /// Login attempts from one address per minute before that address gets 429.
@@ -125,6 +131,7 @@ impl Default for Config {
             max_connections_per_address: 1024,
             max_sse_streams: 10_000,
             max_unauthenticated: 1024,
+            allowed_origins: AllowedOrigins::Default,
             login_failures_per_user: 10,
             login_attempts_per_address: 30,
             queue_max_messages: 4096,
@@ -243,6 +250,7 @@ impl Config {
                 sse_streams: self.max_sse_streams,
                 unauthenticated: self.max_unauthenticated,
             },
+            origins: self.allowed_origins.clone(),
         }
     }
 
@@ -290,10 +298,34 @@ mod tests {
             assert!(err.to_string().to_lowercase().contains("max_connections_per_user"), "{err}");
             jail.set_env("TRADEWIRE_MAX_CONNECTIONS_PER_USER", "64");
 
+            // Origins: a comma-separated list from the environment; a malformed one is
+            // refused by name.
+            jail.set_env("TRADEWIRE_ALLOWED_ORIGINS", "https://app.example, http://localhost:3000");
+            let c = Config::load(None, &Overrides::default()).map_err(|e| e.to_string())?;
+            assert_eq!(
+                c.allowed_origins,
+                "https://app.example,http://localhost:3000".parse::<AllowedOrigins>().unwrap()
+            );
+            jail.set_env("TRADEWIRE_ALLOWED_ORIGINS", "*");
+            let c = Config::load(None, &Overrides::default()).map_err(|e| e.to_string())?;
+            assert_eq!(c.allowed_origins, AllowedOrigins::Any);
+            jail.set_env("TRADEWIRE_ALLOWED_ORIGINS", "https://app.example/dashboard");
+            let err = Config::load(None, &Overrides::default()).unwrap_err();
+            assert!(err.to_string().to_lowercase().contains("allowed_origins"), "{err}");
+            assert!(err.to_string().contains("https://app.example/dashboard"), "{err}");
+            jail.set_env("TRADEWIRE_ALLOWED_ORIGINS", "");
+
             jail.set_env("TRADEWIRE_HEARTBEAT_MSS", "1");
             let err = Config::load(None, &Overrides::default()).unwrap_err();
             assert!(err.to_string().contains("heartbeat_mss"), "{err}");
             Ok(())
         });
+    }
+
+    #[test]
+    fn allowed_origins_in_a_file_is_a_list() {
+        let file = r#"allowed_origins = ["https://app.example", "HTTP://LOCALHOST:3000"]"#;
+        let c: Config = Figment::from(Toml::string(file)).extract().unwrap();
+        assert_eq!(c.allowed_origins, "https://app.example,http://localhost:3000".parse().unwrap());
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod admission;
 pub mod limits;
+pub mod origin;
 pub mod poll;
 pub mod selection;
 pub mod session;
@@ -20,10 +21,12 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::FromRef;
+use axum::http::HeaderMap;
 use axum::routing::get;
 use tradewire_protocol::{From, Limits, Row};
 
 use self::admission::{Admission, AdmissionLimits};
+use self::origin::AllowedOrigins;
 use crate::errors::ApiError;
 use crate::state::AppState;
 
@@ -40,6 +43,8 @@ pub struct GatewaySettings {
     pub snapshot_max_rows: usize,
     /// Caps on connections per user and address, SSE streams, unauthenticated sockets.
     pub admission: AdmissionLimits,
+    /// Browser pages that may open a WebSocket or an SSE stream (see [`origin`]).
+    pub origins: AllowedOrigins,
 }
 
 /// The transports' router state: the shared services plus the gateway's settings.
@@ -61,6 +66,15 @@ impl Gateway {
 
     pub fn admission(&self) -> &Arc<Admission> {
         &self.admission
+    }
+
+    /// The `Origin` check of a WebSocket upgrade or an SSE request: 403
+    /// `origin_not_allowed` for a page the settings do not admit, before anything else.
+    pub fn check_origin(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        self.settings.origins.check(headers).map_err(|refused| {
+            tracing::debug!(%refused, "origin refused");
+            ApiError::origin_not_allowed(refused.to_string())
+        })
     }
 }
 

@@ -98,6 +98,7 @@ pub async fn handler(
     ApiQuery(q): ApiQuery<SseQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
+    gateway.check_origin(&headers)?;
     let app = gateway.app().clone();
     let token = request_token(&headers, q.token).ok_or_else(|| ApiError::unauthorized("missing token"))?;
     let claims = app.tokens().verify(&token)?;

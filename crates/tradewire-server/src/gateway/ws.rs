@@ -58,6 +58,7 @@ pub async fn handler(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
+    gateway.check_origin(&headers)?;
     let token = request_token(&headers, q.token);
     // Caps are checked before the upgrade, so a refused client gets a plain 429. A token
     // that does not verify is refused after the upgrade, with 4001, as before.

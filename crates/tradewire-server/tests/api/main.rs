@@ -14,6 +14,7 @@ mod isolation;
 mod market;
 mod ops;
 mod orders;
+mod origins;
 mod polling;
 mod resume;
 mod shutdown;
