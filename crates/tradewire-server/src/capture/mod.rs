@@ -85,6 +85,8 @@ pub enum CaptureError {
     StreamEnded,
     #[error(transparent)]
     Pgoutput(#[from] pg_logical::pgoutput::DecodeError),
+    #[error("spilling a large transaction to a temporary file: {0}")]
+    Spill(#[from] std::io::Error),
     #[error("a row of relation {0} arrived before its description")]
     UnknownRelation(u32),
     #[error("read before connecting")]

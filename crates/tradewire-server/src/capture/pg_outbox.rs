@@ -18,7 +18,7 @@
 //! with it delivery: keep `idle_in_transaction_session_timeout` short, or use logical
 //! capture.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -108,11 +108,11 @@ pub struct Reader {
     /// The fence the next window starts at.
     from: String,
     order: Order,
-    /// Rows of the last window not yet returned: a window can be large (one transaction of
-    /// 20,000 rows), and it is handed out `max` at a time, as the other readers do, so
-    /// sessions drain their queues between rounds instead of taking the whole window at
-    /// once.
-    pending: VecDeque<Vec<Cell>>,
+    /// The fence ending the window being read, while one is open. A window can be large (a
+    /// bulk update of millions of rows), so it is read through a cursor, `max` rows at a
+    /// time (PostgreSQL sorts it, on disk if need be): memory stays bounded, and sessions
+    /// drain their queues between rounds instead of taking the whole window at once.
+    window: Option<String>,
     /// The reader's own connection, listening for `tw_changes` (opened by `connect`).
     client: Option<Arc<Mutex<DropOffRuntime<postgres::Client>>>>,
 }
@@ -141,7 +141,7 @@ impl Reader {
             client.batch("COMMIT")?;
             let from = result?;
             tracing::info!(fence = %from, users = order.published.len(), "outbox capture starts");
-            Ok(Self { db, from, order, pending: VecDeque::new(), client: None })
+            Ok(Self { db, from, order, window: None, client: None })
         })
         .await
         .map_err(|_| DbError::Join)?
@@ -163,13 +163,16 @@ impl Source for Reader {
         .await
         .map_err(|_| DbError::Join)??;
         self.client = Some(Arc::new(Mutex::new(client)));
+        // A window's cursor dies with its connection: read the window again from its start
+        // (what was published of it is not published twice, see `Order`).
+        self.window = None;
         tracing::info!(fence = %self.from, "outbox capture connected");
         Ok(())
     }
 
     /// NOTIFY is only a wake-up: the wait ends after `poll` whatever arrives.
     async fn wait(&mut self, poll: Duration) -> Result<()> {
-        if !self.pending.is_empty() {
+        if self.window.is_some() {
             return Ok(());
         }
         let client = self.client()?;
@@ -186,10 +189,7 @@ impl Source for Reader {
     }
 
     async fn read(&mut self, max: usize) -> Result<Vec<Change>> {
-        if self.pending.is_empty() {
-            self.next_window().await?;
-        }
-        let rows: Vec<Vec<Cell>> = self.pending.drain(..max.min(self.pending.len())).collect();
+        let rows = self.next_rows(max.max(1)).await?;
         if rows.is_empty() {
             return Ok(Vec::new());
         }
@@ -213,39 +213,57 @@ impl Source for Reader {
     }
 
     fn holding(&self) -> bool {
-        self.order.holding() > 0 || !self.pending.is_empty()
+        self.order.holding() > 0 || self.window.is_some()
     }
 }
 
 impl Reader {
-    /// Read the rows between the last fence and a new one into `pending`.
-    async fn next_window(&mut self) -> Result<()> {
+    /// The next `max` rows of the window between the last fence and a new one, opening the
+    /// window (a transaction and a cursor on the reader's connection) when none is open.
+    async fn next_rows(&mut self, max: usize) -> Result<Vec<Vec<Cell>>> {
         let client = self.client()?;
-        let from = self.from.clone();
-        let (to, rows) = tokio::task::spawn_blocking(move || {
+        let (from, open) = (self.from.clone(), self.window.clone());
+        let (to, rows, done) = tokio::task::spawn_blocking(move || {
             let mut client = client.lock().unwrap_or_else(|p| p.into_inner());
-            let to = fence(&mut client)?;
-            if to == from {
-                return Ok::<_, DbError>((to, Vec::new()));
+            let to = match open {
+                Some(to) => to,
+                None => {
+                    client.batch("BEGIN READ ONLY")?;
+                    let to = fence(&mut client)?;
+                    if to == from {
+                        client.batch("COMMIT")?;
+                        return Ok::<_, DbError>((to, Vec::new(), true));
+                    }
+                    Sql::execute(
+                        &mut **client,
+                        &format!(
+                            "DECLARE tw_window NO SCROLL CURSOR FOR SELECT {LOG_COLUMNS} FROM tw_changes
+                             WHERE xid >= ?1::text::xid8 AND xid < ?2::text::xid8 ORDER BY user_id, seq"
+                        ),
+                        sql_params![from.as_str(), to.as_str()],
+                    )?;
+                    to
+                }
+            };
+            let rows = Sql::query(&mut **client, &format!("FETCH FORWARD {max} FROM tw_window"), &[])?;
+            let done = rows.len() < max;
+            if done {
+                client.batch("CLOSE tw_window; COMMIT")?;
             }
-            let rows = Sql::query(
-                &mut **client,
-                &format!(
-                    "SELECT {LOG_COLUMNS} FROM tw_changes
-                     WHERE xid >= ?1::text::xid8 AND xid < ?2::text::xid8 ORDER BY user_id, seq"
-                ),
-                sql_params![from.as_str(), to.as_str()],
-            )?;
-            Ok((to, rows))
+            Ok((to, rows, done))
         })
         .await
         .map_err(|_| DbError::Join)??;
         if !rows.is_empty() {
             tracing::debug!(from = %self.from, %to, rows = rows.len(), held = self.order.holding(), "outbox window");
         }
-        self.from = to;
-        self.pending = rows.into();
-        Ok(())
+        if done {
+            self.from = to;
+            self.window = None;
+        } else {
+            self.window = Some(to);
+        }
+        Ok(rows)
     }
 }
 

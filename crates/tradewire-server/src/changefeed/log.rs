@@ -191,6 +191,11 @@ impl ChangeLog {
     /// Up to `limit` of `user`'s changes with `seq > after`, in order. The caller checks
     /// contiguity: a first `seq` other than `after + 1` means history was pruned meanwhile.
     pub async fn read_after(&self, user: &str, after: u64, limit: usize) -> Result<Vec<Arc<Change>>> {
+        Ok(self.changes_after(user, after, limit).await?.into_iter().map(Arc::new).collect())
+    }
+
+    /// As [`ChangeLog::read_after`], not yet shared (for the pump to publish).
+    pub(crate) async fn changes_after(&self, user: &str, after: u64, limit: usize) -> Result<Vec<Change>> {
         let (user, epoch) = (user.to_owned(), self.epoch().clone());
         self.db
             .read(move |c| {
@@ -201,7 +206,7 @@ impl ChangeLog {
                     ),
                     sql_params![user, after, limit as i64],
                 )?;
-                rows.into_iter().map(|r| Ok(Arc::new(to_change(&epoch, log_row(r)?)))).collect()
+                rows.into_iter().map(|r| Ok(to_change(&epoch, log_row(r)?))).collect()
             })
             .await
     }

@@ -79,26 +79,31 @@ pub fn scan_rows(
     limit: usize,
 ) -> Result<Rows> {
     let dialect = conn.dialect();
+    // Without a filter the database cuts; with one, rows are read as they come and the
+    // read stops at the first match past the limit (a user with millions of rows costs a
+    // scan, never memory).
+    let cut = if filter.is_empty() { format!(" LIMIT {}", limit.saturating_add(1)) } else { String::new() };
     let sql = format!(
-        "SELECT {} FROM \"{}\" WHERE \"{}\" = ?1 ORDER BY {}",
+        "SELECT {} FROM \"{}\" WHERE \"{}\" = ?1 ORDER BY {}{cut}",
         json_row_expr(dialect, &table.columns, ""),
         table.spec.table,
         table.spec.owner,
         order_by(dialect, table, true),
     );
     let mut out = Rows::default();
-    for r in conn.query(&sql, sql_params![owner])? {
-        let Some(text) = r.into_iter().next().and_then(|c| c.into_text()) else { continue };
+    conn.query_each(&sql, sql_params![owner], &mut |r| {
+        let Some(text) = r.into_iter().next().and_then(|c| c.into_text()) else { return Ok(true) };
         let row = parse_row(&text)?;
         if !filter.matches(&row) {
-            continue;
+            return Ok(true);
         }
         if out.rows.len() == limit {
             out.truncated = true;
-            break;
+            return Ok(false);
         }
         out.rows.push(row);
-    }
+        Ok(true)
+    })?;
     out.rows.reverse();
     Ok(out)
 }

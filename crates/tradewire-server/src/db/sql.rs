@@ -124,6 +124,22 @@ pub trait Sql {
     /// Run statements without parameters.
     fn batch(&mut self, sql: &str) -> Result<()>;
 
+    /// Run one query, handing each row to `each` as it is read, until `each` says stop
+    /// (`Ok(false)`): a large result is never all in memory. The default reads it whole.
+    fn query_each(
+        &mut self,
+        sql: &str,
+        params: &[Param],
+        each: &mut dyn FnMut(Vec<Cell>) -> Result<bool>,
+    ) -> Result<()> {
+        for row in self.query(sql, params)? {
+            if !each(row)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// The first row, if any.
     fn query_opt(&mut self, sql: &str, params: &[Param]) -> Result<Option<Vec<Cell>>> {
         Ok(self.query(sql, params)?.into_iter().next())
@@ -190,6 +206,24 @@ impl Sql for Lite<'_> {
 
     fn batch(&mut self, sql: &str) -> Result<()> {
         Ok(self.0.execute_batch(sql)?)
+    }
+
+    fn query_each(
+        &mut self,
+        sql: &str,
+        params: &[Param],
+        each: &mut dyn FnMut(Vec<Cell>) -> Result<bool>,
+    ) -> Result<()> {
+        let mut stmt = self.0.prepare_cached(sql)?;
+        let width = stmt.column_count();
+        let mut rows = stmt.query(rusqlite::params_from_iter(params))?;
+        while let Some(r) = rows.next()? {
+            let row = (0..width).map(|i| r.get_ref(i).map(lite_cell)).collect::<rusqlite::Result<_>>()?;
+            if !each(row)? {
+                break;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -322,6 +356,29 @@ macro_rules! pg_sql {
 
             fn batch(&mut self, sql: &str) -> Result<()> {
                 Ok(postgres::GenericClient::batch_execute(self, sql)?)
+            }
+
+            fn query_each(
+                &mut self,
+                sql: &str,
+                params: &[Param],
+                each: &mut dyn FnMut(Vec<Cell>) -> Result<bool>,
+            ) -> Result<()> {
+                use postgres::fallible_iterator::FallibleIterator;
+                let mut rows = postgres::GenericClient::query_raw(
+                    self,
+                    to_pg_placeholders(sql).as_str(),
+                    pg_params(params),
+                )?;
+                while let Some(r) = rows.next()? {
+                    let row = (0..r.len())
+                        .map(|i| r.try_get::<_, Cell>(i).map_err(DbError::from))
+                        .collect::<Result<_>>()?;
+                    if !each(row)? {
+                        break;
+                    }
+                }
+                Ok(())
             }
         }
     };

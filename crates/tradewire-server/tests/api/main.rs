@@ -7,6 +7,7 @@ mod helpers;
 
 mod auth;
 mod bad_input;
+mod bulk;
 mod client;
 mod faults;
 mod hardening;

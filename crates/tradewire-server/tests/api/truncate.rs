@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use tradewire_protocol::ServerFrame;
 
 use crate::backend::{Backend, backend, shell};
-use crate::helpers::{DEADLINE, TestApp, spawn_app};
+use crate::helpers::{DEADLINE, spawn_app};
 
 fn resync_reason(frame: ServerFrame, id: &str) -> String {
     match frame {

@@ -11,20 +11,26 @@
 //!
 //! While changes flow, several source transactions are persisted together (everything that
 //! has already arrived when one commits), so the log's own commits do not bound throughput.
+//!
+//! Memory stays bounded whatever the size of a transaction: past [`spill::SPILL_AFTER`]
+//! rows an open transaction goes to a temporary file; it is numbered and written to the log
+//! in chunks; and its changes are then published from the log a page at a time (the
+//! backlog) rather than from memory, before anything that committed after it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::FutureExt;
 use pgwire_replication::{Lsn, ReplicationClient, ReplicationEvent};
 use tradewire_hub::Change;
-use tradewire_protocol::ChangeOp;
 
 use self::pgoutput::{Message, Relation};
-use self::writer::{LogWriter, RowChange};
+use self::spill::{SPILL_AFTER, Spill};
+use self::writer::{Backlog, LogWriter, RowChange, Txn};
 use super::pump::Source;
 use super::{CaptureError, Result};
+use crate::changefeed::ChangeLog;
 use crate::changefeed::log::make_change;
 use crate::db::sql::Sql;
 use crate::db::{Catalog, Db, DbError};
@@ -32,6 +38,7 @@ use crate::sql_params;
 
 pub mod pgoutput;
 mod slot;
+mod spill;
 mod writer;
 
 /// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01).
@@ -106,6 +113,9 @@ pub struct Reader {
     /// Watches the slot's lag while the reader lives.
     watcher: tokio::task::JoinHandle<()>,
     stream: Option<Stream>,
+    /// Changes in the log not yet published (from a large transaction), per user in
+    /// order. Published before anything newer is read; kept across reconnects.
+    backlog: VecDeque<Backlog>,
 }
 
 /// One replication session and what it has received but not yet persisted.
@@ -117,13 +127,13 @@ struct Stream {
     /// it (rarely: at the start and after DDL).
     relations: Arc<HashMap<u32, Relation>>,
     /// The transaction being received.
-    open: Vec<RowChange>,
+    open: Open,
     commit_ts: i64,
     in_txn: bool,
     /// The open transaction carries a sync message (see [`SYNC_PREFIX`]).
     fence: bool,
-    /// Committed transactions waiting to be persisted, with their commit times.
-    ready: Vec<(Vec<RowChange>, i64)>,
+    /// Committed transactions waiting to be persisted.
+    ready: Vec<Txn>,
     ready_rows: usize,
     ready_lsn: u64,
     /// Persisted, to acknowledge once published.
@@ -133,7 +143,14 @@ struct Stream {
 impl Reader {
     pub fn new(db: &Db, slot: &str, publication: &str, max_slot_lag_bytes: u64) -> Self {
         let watcher = tokio::spawn(slot::watch_slot(db.clone(), slot.to_owned(), max_slot_lag_bytes));
-        Self { db: db.clone(), slot: slot.into(), publication: publication.into(), watcher, stream: None }
+        Self {
+            db: db.clone(),
+            slot: slot.into(),
+            publication: publication.into(),
+            watcher,
+            stream: None,
+            backlog: VecDeque::new(),
+        }
     }
 
     fn stream(&mut self) -> Result<&mut Stream> {
@@ -182,7 +199,7 @@ impl Source for Reader {
             writer,
             persisted,
             relations: Arc::default(),
-            open: Vec::new(),
+            open: Open::default(),
             commit_ts: 0,
             in_txn: false,
             fence: false,
@@ -195,6 +212,9 @@ impl Source for Reader {
     }
 
     async fn wait(&mut self, _poll: Duration) -> Result<()> {
+        if !self.backlog.is_empty() {
+            return Ok(());
+        }
         let stream = self.stream()?;
         if !stream.ready.is_empty() {
             return Ok(());
@@ -206,9 +226,13 @@ impl Source for Reader {
         Ok(())
     }
 
-    /// Take what has already arrived without waiting; once nothing is waiting (or the batch
-    /// is full), number and persist the committed transactions and return their changes.
-    async fn read(&mut self, _max: usize) -> Result<Vec<Change>> {
+    /// Publish the backlog first, if any. Otherwise take what has already arrived without
+    /// waiting; once nothing is waiting (or the batch is full), number and persist the
+    /// committed transactions and return their changes.
+    async fn read(&mut self, max: usize) -> Result<Vec<Change>> {
+        if !self.backlog.is_empty() {
+            return self.read_backlog(max).await;
+        }
         let (epoch, catalog) = (self.db.epoch().clone(), self.db.catalog().clone());
         let stream = self.stream()?;
         while stream.ready_rows < MAX_BATCH {
@@ -227,15 +251,30 @@ impl Source for Reader {
         let lsn = stream.ready_lsn;
         let relations = stream.relations.clone();
         let started = std::time::Instant::now();
-        let numbered = blocking(&stream.writer, move |w| w.append(&relations, &catalog, txns, lsn)).await?;
+        let appended = blocking(&stream.writer, move |w| w.append(&relations, &catalog, txns, lsn)).await?;
         stream.persisted = lsn;
         stream.unacknowledged = Some(lsn);
+        let backlog: u64 = appended.backlog.iter().map(|b| b.last - b.first + 1).sum();
         metrics::histogram!("tradewire_log_persist_seconds").record(started.elapsed().as_secs_f64());
-        metrics::histogram!("tradewire_log_persist_changes").record(numbered.len() as f64);
-        Ok(numbered
+        metrics::histogram!("tradewire_log_persist_changes")
+            .record((appended.changes.len() as u64 + backlog) as f64);
+        if backlog > 0 {
+            tracing::info!(
+                changes = backlog,
+                users = appended.backlog.len(),
+                "a large transaction is in the log; publishing it from there"
+            );
+        }
+        self.backlog.extend(appended.backlog);
+        Ok(appended
+            .changes
             .into_iter()
             .map(|c| make_change(&epoch, c.user, c.seq, c.topic, c.op, c.commit_ts, c.row, c.old))
             .collect())
+    }
+
+    fn holding(&self) -> bool {
+        !self.backlog.is_empty()
     }
 
     fn published(&mut self) {
@@ -254,6 +293,55 @@ impl Source for Reader {
     }
 }
 
+impl Reader {
+    /// Up to `max` changes of the backlog's first user, read back from the log.
+    async fn read_backlog(&mut self, max: usize) -> Result<Vec<Change>> {
+        let Some(front) = self.backlog.front_mut() else { return Ok(Vec::new()) };
+        let want = (front.last - front.first + 1).min(max.max(1) as u64) as usize;
+        let changes =
+            ChangeLog::new(self.db.clone()).changes_after(&front.user, front.first - 1, want).await?;
+        // Fewer than wanted only if retention pruned them meanwhile: clients see the jump
+        // and are answered `resync_required` for the missing positions.
+        front.first = changes.last().map_or(front.last, |c| c.seq) + 1;
+        if front.first > front.last {
+            self.backlog.pop_front();
+        }
+        metrics::gauge!("tradewire_replication_backlog_users").set(self.backlog.len() as f64);
+        Ok(changes)
+    }
+}
+
+/// The transaction being received: its first rows in memory, the rest spilled to disk.
+#[derive(Default)]
+struct Open {
+    rows: Vec<RowChange>,
+    spill: Option<Spill>,
+}
+
+impl Open {
+    /// Add a row message (`raw` is the message as received, for the spill).
+    fn add(&mut self, message: Message, raw: &[u8]) -> Result<()> {
+        if self.spill.is_none() && self.rows.len() < SPILL_AFTER {
+            let rows = &mut self.rows;
+            RowChange::from_message(message, |rc| rows.push(rc));
+            return Ok(());
+        }
+        let spill = match &mut self.spill {
+            Some(spill) => spill,
+            None => {
+                metrics::counter!("tradewire_replication_spilled_transactions_total").increment(1);
+                self.spill.insert(Spill::new()?)
+            }
+        };
+        spill.push(raw)?;
+        Ok(())
+    }
+
+    fn len(&self) -> usize {
+        self.rows.len() + self.spill.as_ref().map_or(0, Spill::len)
+    }
+}
+
 impl Stream {
     /// Take one replication event into the open transaction or the ready list.
     fn handle(&mut self, event: Option<ReplicationEvent>) -> Result<()> {
@@ -261,7 +349,7 @@ impl Stream {
         match event {
             ReplicationEvent::Begin { commit_time_micros, .. } => {
                 self.in_txn = true;
-                self.open.clear();
+                self.open = Open::default();
                 self.fence = false;
                 self.commit_ts = (commit_time_micros + PG_EPOCH_MICROS) / 1000;
             }
@@ -269,38 +357,25 @@ impl Stream {
                 Message::Relation(rel) => {
                     Arc::make_mut(&mut self.relations).insert(rel.id, rel);
                 }
-                Message::Insert { rel, new } => {
-                    self.open.push(RowChange { rel, kind: ChangeOp::Insert, old: None, new: Some(new) })
-                }
-                Message::Update { rel, old, new } => {
-                    self.open.push(RowChange { rel, kind: ChangeOp::Update, old, new: Some(new) })
-                }
-                Message::Delete { rel, old } => {
-                    self.open.push(RowChange { rel, kind: ChangeOp::Delete, old: Some(old), new: None })
-                }
-                Message::Truncate { rels } => {
-                    // Numbered at commit: a `truncate` change of the table in every stream.
-                    for rel in rels {
-                        self.open.push(RowChange { rel, kind: ChangeOp::Truncate, old: None, new: None });
-                    }
-                }
                 Message::Other(_) => {}
+                // Rows, and TRUNCATE (numbered at commit: a `truncate` in every stream).
+                message => self.open.add(message, &data)?,
             },
             ReplicationEvent::Commit { end_lsn, .. } => {
                 self.in_txn = false;
                 let end = end_lsn.as_u64();
-                let changes = std::mem::take(&mut self.open);
+                let open = std::mem::take(&mut self.open);
                 if end <= self.persisted || end <= self.ready_lsn {
                     // Already in the log: sent again after a restart.
                     metrics::counter!("tradewire_replication_skipped_total").increment(1);
                     return Ok(());
                 }
                 self.ready_lsn = end;
-                if !changes.is_empty() || std::mem::take(&mut self.fence) {
+                if open.len() > 0 || std::mem::take(&mut self.fence) {
                     // A fence (see `SYNC_PREFIX`) is written like a change, so its position
                     // reaches the log even though it numbers nothing.
-                    self.ready_rows += changes.len();
-                    self.ready.push((changes, self.commit_ts));
+                    self.ready_rows += open.len();
+                    self.ready.push(Txn { rows: open.rows, spill: open.spill, commit_ts: self.commit_ts });
                 }
             }
             ReplicationEvent::Message { transactional: true, prefix, .. } if prefix == SYNC_PREFIX => {
