@@ -132,6 +132,16 @@ impl Hub {
         }
     }
 
+    /// Cut every session off (each closes with 4008 and its client resumes from its last
+    /// position, reading what it missed from the log). For when the live stream may have
+    /// lost changes: the capture pump was restarted after a failure.
+    pub fn cut_off_all(&self) {
+        let users = self.inner.users.read().unwrap_or_else(|p| p.into_inner());
+        for (_, tx) in users.values().flatten() {
+            tx.cut_off();
+        }
+    }
+
     /// Record a queue's peak (sessions report theirs as they end).
     pub fn record_peak(&self, bytes: usize) {
         self.inner.stats.peak_queue_bytes.fetch_max(bytes, Ordering::Relaxed);

@@ -65,6 +65,12 @@ pub struct QueueSender {
 }
 
 impl QueueSender {
+    /// Cut the session off as if its queue had overflowed: it closes with 4008 and its
+    /// client resumes from its last position.
+    pub fn cut_off(&self) {
+        self.shared.overflow.cancel();
+    }
+
     pub fn push(&self, change: Arc<Change>) -> Result<(), Overflow> {
         let s = &self.shared;
         if s.overflow.is_cancelled() {

@@ -96,18 +96,44 @@ impl Server {
 
     /// Start capture: the one place that decides which capture reader runs. Its starting
     /// point is fixed here, before the first connection is accepted (see [`Capture::pump`]).
+    ///
+    /// The pump runs under supervision. A pump that fails mid-way may have published part
+    /// of what it read, so its successor starts at the log's head, and every live session
+    /// is then cut off (4008): each client resumes from its own position and reads what it
+    /// missed from the log. Nothing is lost, nothing is delivered twice.
     async fn start_capture(
         &self,
         settings: CaptureSettings,
         stop: CancellationToken,
     ) -> Result<JoinHandle<()>, CaptureError> {
-        let pump = self.capture.pump(self.state.db()).await?;
-        let state = self.state.clone();
-        Ok(tokio::spawn(async move {
-            state.set_pump_running(true);
-            pump.run(state.db().clone(), state.hub().clone(), settings.pump, stop).await;
-            state.set_pump_running(false);
-        }))
+        let mut first = Some(self.capture.pump(self.state.db()).await?);
+        let (state, capture) = (self.state.clone(), self.capture.clone());
+        let health = state.health().clone();
+        Ok(tokio::spawn(supervise("pump", health, stop.clone(), move || {
+            let (state, capture, stop, first) = (state.clone(), capture.clone(), stop.clone(), first.take());
+            async move {
+                let pump = match first {
+                    Some(pump) => pump,
+                    None => {
+                        let pump = capture.pump(state.db()).await?;
+                        state.hub().cut_off_all();
+                        tracing::warn!("capture restarted: live sessions cut off to resume from the log");
+                        pump
+                    }
+                };
+                state.set_pump_running(true);
+                let run = pump.run(state.db().clone(), state.hub().clone(), settings.pump, stop);
+                let failed = tokio::select! {
+                    () = run => false,
+                    () = state.pump_fault().notified() => true,
+                };
+                state.set_pump_running(false);
+                if failed {
+                    anyhow::bail!("failure injected by a test");
+                }
+                Ok(())
+            }
+        })))
     }
 
     /// Serve on `listener` until `shutdown` is cancelled, then drain in order: stop

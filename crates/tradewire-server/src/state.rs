@@ -38,6 +38,8 @@ struct Services {
     instance: String,
     pump_running: AtomicBool,
     health: Health,
+    /// Test seam: stops the pump's task as a panic would (see [`AppState::inject_pump_failure`]).
+    pump_fault: tokio::sync::Notify,
 }
 
 /// The parts an [`AppState`] is made of (see [`AppState::new`]).
@@ -68,6 +70,7 @@ impl AppState {
             instance: format!("{:06x}", rand::random::<u32>() & 0xff_ffff),
             pump_running: AtomicBool::new(false),
             health: Health::default(),
+            pump_fault: tokio::sync::Notify::new(),
         }))
     }
 
@@ -136,6 +139,17 @@ impl AppState {
     /// Which background tasks are down (for `/readyz`).
     pub fn health(&self) -> &Health {
         &self.0.health
+    }
+
+    /// Make the running pump task fail, as a panic in it would (for tests of its
+    /// supervision).
+    #[doc(hidden)]
+    pub fn inject_pump_failure(&self) {
+        self.0.pump_fault.notify_one();
+    }
+
+    pub(crate) fn pump_fault(&self) -> &tokio::sync::Notify {
+        &self.0.pump_fault
     }
 
     pub(crate) fn set_pump_running(&self, running: bool) {

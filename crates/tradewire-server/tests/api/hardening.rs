@@ -457,6 +457,37 @@ async fn a_failed_simulator_is_restarted_and_readyz_names_it_meanwhile() {
     trades(&app, "the restarted simulator takes orders").await;
 }
 
+/// The capture pump fails: it is restarted under supervision (counted, `/readyz` names it
+/// while down), live sessions are cut off with 4008, and a client resuming from its
+/// position gets every change, also those committed while the pump was down.
+#[tokio::test]
+async fn a_failed_pump_is_restarted_and_clients_resume_without_a_gap() {
+    let app = spawn_app().await;
+    let mut alice = Bystander::new(&app, "alice").await;
+    alice.still_served(&app).await;
+    app.state.inject_pump_failure();
+    assert_eq!(alice.ws.expect_close().await, Closed::Code(4008), "cut off to resume from the log");
+    app.insert_signals("alice", 3, "while the pump restarted");
+    eventually("the restart is counted", || async {
+        let metrics = app.http.get(app.url("/metrics")).send().await.ok()?.text().await.ok()?;
+        metrics.contains("tradewire_task_restarts_total{task=\"pump\"}").then_some(())
+    })
+    .await;
+
+    let mut ws = app.ws("alice").await;
+    let from = format!("{}:{}", app.epoch(), alice.seq);
+    ws.send_json(json!({"op": "subscribe", "id": "watch", "topics": ["*"], "from": from})).await;
+    assert!(matches!(ws.frame().await, ServerFrame::Subscribed { .. }));
+    for n in 1..=3 {
+        let ev = ws.event().await;
+        assert_eq!(ev.seq, alice.seq + n, "contiguous across the restart");
+    }
+    let mut alice = Bystander { ws, name: "alice", seq: alice.seq + 3 };
+    alice.still_served(&app).await;
+    let ready = app.http.get(app.url("/readyz")).send().await.unwrap();
+    assert!(ready.status().is_success(), "ready again");
+}
+
 /// Alice's risk row as the REST API shows it.
 async fn risk_row(app: &TestApp) -> Value {
     let r: Value = app.get("alice", "/v1/risk").await.json().await.unwrap();
