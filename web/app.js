@@ -15,6 +15,7 @@ import * as orders from "./panels/orders.js";
 import * as signals from "./panels/signals.js";
 import * as risk from "./panels/risk.js";
 import * as watchlist from "./panels/watchlist.js";
+import * as health from "./panels/health.js";
 
 const SESSION_KEY = "tradewire.session";
 const $ = (testid) => document.querySelector(`[data-testid="${testid}"]`);
@@ -79,6 +80,7 @@ function startDashboard(session, credentials = null) {
   const ctx = { tw, api, notify, store: sub.store };
 
   const conn = connection.mount(document, tw);
+  health.mount(document, ctx);
   const panels = [stats, bots, portfolios, positions, orders, signals, risk].map((p) => p.mount(document, ctx));
   const byTopic = new Map();
   for (const panel of panels) {

@@ -244,13 +244,17 @@ impl MarketBus {
     /// Is `topic` one the running source publishes: a served symbol, and for klines a
     /// published interval?
     pub fn serves_topic(&self, topic: &MarketTopic) -> bool {
-        self.serves(topic.symbol())
-            && match topic {
-                MarketTopic::Kline(_, interval) => {
-                    self.inner.kline_intervals.read().unwrap_or_else(|p| p.into_inner()).contains(interval)
+        *topic == MarketTopic::System
+            || self.serves(topic.symbol())
+                && match topic {
+                    MarketTopic::Kline(_, interval) => self
+                        .inner
+                        .kline_intervals
+                        .read()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .contains(interval),
+                    _ => true,
                 }
-                _ => true,
-            }
     }
 
     /// How many topics the bus holds (published or subscribed).

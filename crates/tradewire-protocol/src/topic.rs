@@ -19,7 +19,7 @@ pub enum Topic {
     Market(MarketTopic),
 }
 
-/// A public market-data topic.
+/// A public topic: market data, or the server's own health.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum MarketTopic {
     Ticker(String),
@@ -27,6 +27,9 @@ pub enum MarketTopic {
     Book(String),
     Kline(String, String),
     Mark(String),
+    /// `system`: each component's state, pump lag and the market source, pushed when it
+    /// changes and every few seconds (a dashboard's health badge, without polling).
+    System,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -51,6 +54,9 @@ impl FromStr for Topic {
         if s == "*" {
             return Ok(Topic::AllPrivate);
         }
+        if s == "system" {
+            return Ok(Topic::Market(MarketTopic::System));
+        }
         let mut parts = s.split(':');
         let head = parts.next().unwrap_or_default();
         let rest: Vec<&str> = parts.collect();
@@ -71,6 +77,7 @@ impl FromStr for Topic {
 }
 
 impl MarketTopic {
+    /// The instrument of a market-data topic (empty for `system`).
     pub fn symbol(&self) -> &str {
         match self {
             MarketTopic::Ticker(s)
@@ -78,6 +85,7 @@ impl MarketTopic {
             | MarketTopic::Book(s)
             | MarketTopic::Mark(s)
             | MarketTopic::Kline(s, _) => s,
+            MarketTopic::System => "",
         }
     }
 }
@@ -90,6 +98,7 @@ impl fmt::Display for MarketTopic {
             MarketTopic::Book(s) => write!(f, "book:{s}"),
             MarketTopic::Mark(s) => write!(f, "mark:{s}"),
             MarketTopic::Kline(s, iv) => write!(f, "kline:{s}:{iv}"),
+            MarketTopic::System => f.write_str("system"),
         }
     }
 }
@@ -112,7 +121,9 @@ mod tests {
     fn parses_every_kind() {
         assert_eq!("*".parse(), Ok(Topic::AllPrivate));
         assert_eq!("orders".parse(), Ok(Topic::Private("orders".into())));
-        for t in ["ticker:BTCUSDT", "trades:ETHUSDT", "book:SOLUSDT", "mark:BTCUSDT", "kline:BTCUSDT:1m"] {
+        for t in
+            ["ticker:BTCUSDT", "trades:ETHUSDT", "book:SOLUSDT", "mark:BTCUSDT", "kline:BTCUSDT:1m", "system"]
+        {
             let parsed: Topic = t.parse().unwrap();
             assert_eq!(parsed.to_string(), t);
         }

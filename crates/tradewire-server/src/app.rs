@@ -122,7 +122,8 @@ impl Server {
                     }
                 };
                 state.set_pump_running(true);
-                let run = pump.run(state.db().clone(), state.hub().clone(), settings.pump, stop);
+                let status = state.pump_status().clone();
+                let run = pump.run(state.db().clone(), state.hub().clone(), settings.pump, stop, status);
                 let failed = tokio::select! {
                     () = run => false,
                     () = state.pump_fault().notified() => true,
@@ -157,6 +158,14 @@ impl Server {
                 async move { Ok(sim::run(db, bus, settings, commands, stop).await?) }
             }))
         });
+        // The public `system` topic: health pushed to dashboards.
+        let report_stop = CancellationToken::new();
+        let reporter = {
+            let (state, stop) = (state.clone(), report_stop.clone());
+            tokio::spawn(supervise("system_topic", state.health().clone(), report_stop.clone(), move || {
+                crate::system::report(state.clone(), stop.clone())
+            }))
+        };
         let accept_stop = CancellationToken::new();
         let http = tokio::spawn(
             axum::serve(listener, self.router().into_make_service_with_connect_info::<SocketAddr>())
@@ -169,6 +178,8 @@ impl Server {
         let deadline = self.config.shutdown_timeout();
         tracing::info!("shutdown: stop accepting");
         accept_stop.cancel();
+        report_stop.cancel();
+        let _ = tokio::time::timeout(deadline, reporter).await;
         if let Some(sim) = sim {
             tracing::info!("shutdown: stopping the simulator");
             sim_stop.cancel();

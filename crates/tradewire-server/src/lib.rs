@@ -31,6 +31,7 @@ pub mod private_files;
 pub mod sim;
 pub mod state;
 pub mod supervisor;
+pub mod system;
 pub mod telemetry;
 pub mod web;
 

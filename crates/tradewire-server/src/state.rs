@@ -38,6 +38,7 @@ struct Services {
     instance: String,
     pump_running: AtomicBool,
     health: Health,
+    pump_status: Arc<crate::capture::PumpStatus>,
     /// Test seam: stops the pump's task as a panic would (see [`AppState::inject_pump_failure`]).
     pump_fault: tokio::sync::Notify,
 }
@@ -71,6 +72,7 @@ impl AppState {
             pump_running: AtomicBool::new(false),
             health: Health::default(),
             pump_fault: tokio::sync::Notify::new(),
+            pump_status: Arc::default(),
         }))
     }
 
@@ -146,6 +148,11 @@ impl AppState {
     #[doc(hidden)]
     pub fn inject_pump_failure(&self) {
         self.0.pump_fault.notify_one();
+    }
+
+    /// What the pump reports of itself (lag), for the `system` topic.
+    pub fn pump_status(&self) -> &Arc<crate::capture::PumpStatus> {
+        &self.0.pump_status
     }
 
     pub(crate) fn pump_fault(&self) -> &tokio::sync::Notify {

@@ -11,22 +11,70 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-/// Which background components are down, and why. Cheap to clone.
-#[derive(Debug, Clone, Default)]
-pub struct Health(Arc<Mutex<BTreeMap<&'static str, String>>>);
+/// Which background components are down and why, and how often each was restarted.
+/// Cheap to clone; [`Health::changes`] wakes on every change.
+#[derive(Debug, Clone)]
+pub struct Health(Arc<HealthInner>);
+
+#[derive(Debug)]
+struct HealthInner {
+    components: Mutex<BTreeMap<&'static str, Component>>,
+    changed: tokio::sync::watch::Sender<u64>,
+}
+
+/// One supervised component's record.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Component {
+    /// Why it is down now (`None`: up).
+    pub down: Option<String>,
+    pub restarts: u64,
+    /// The cause of its last failure.
+    pub last_failure: Option<String>,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self(Arc::new(HealthInner {
+            components: Mutex::default(),
+            changed: tokio::sync::watch::Sender::new(0),
+        }))
+    }
+}
 
 impl Health {
+    fn update(&self, component: &'static str, f: impl FnOnce(&mut Component)) {
+        let mut all = self.0.components.lock().unwrap_or_else(|p| p.into_inner());
+        f(all.entry(component).or_default());
+        drop(all);
+        self.0.changed.send_modify(|n| *n += 1);
+    }
+
     pub fn up(&self, component: &'static str) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(component);
+        self.update(component, |c| c.down = None);
     }
 
     pub fn down(&self, component: &'static str, cause: String) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(component, cause);
+        self.update(component, |c| {
+            c.restarts += 1;
+            c.last_failure = Some(cause.clone());
+            c.down = Some(cause);
+        });
     }
 
     /// The components that are down, with their causes.
     pub fn down_components(&self) -> BTreeMap<&'static str, String> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        let all = self.0.components.lock().unwrap_or_else(|p| p.into_inner());
+        all.iter().filter_map(|(name, c)| Some((*name, c.down.clone()?))).collect()
+    }
+
+    /// Every supervised component's record.
+    pub fn components(&self) -> BTreeMap<&'static str, Component> {
+        self.0.components.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// A receiver that sees every change.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.0.changed.subscribe()
     }
 }
 

@@ -52,6 +52,7 @@ const FILES: &[(&str, &str, &str)] = &[
     ("/panels/signals.js", JS, include_str!("../../../web/panels/signals.js")),
     ("/panels/risk.js", JS, include_str!("../../../web/panels/risk.js")),
     ("/panels/watchlist.js", JS, include_str!("../../../web/panels/watchlist.js")),
+    ("/panels/health.js", JS, include_str!("../../../web/panels/health.js")),
     ("/panels/charts.js", JS, include_str!("../../../web/panels/charts.js")),
     (
         "/vendor/lightweight-charts.standalone.production.mjs",

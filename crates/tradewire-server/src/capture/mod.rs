@@ -23,6 +23,7 @@ pub mod pump;
 pub mod seq;
 pub mod sqlite;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -31,7 +32,7 @@ use tradewire_hub::Hub;
 
 use crate::db::{Db, DbError, catalog};
 
-pub use pump::PumpSettings;
+pub use pump::{PumpSettings, PumpStatus};
 
 /// How changes are captured on PostgreSQL (SQLite always captures with triggers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
@@ -182,11 +183,18 @@ pub enum Pump {
 impl Pump {
     /// Run until `stop` is cancelled; then publish what is already committed and return
     /// (the "let the pump finish its batch" step of shutdown).
-    pub async fn run(self, db: Db, hub: Hub, settings: PumpSettings, stop: CancellationToken) {
+    pub async fn run(
+        self,
+        db: Db,
+        hub: Hub,
+        settings: PumpSettings,
+        stop: CancellationToken,
+        status: Arc<PumpStatus>,
+    ) {
         match self {
-            Pump::Sqlite(r) => pump::run(r, &db, &hub, &settings, &stop).await,
-            Pump::Outbox(r) => pump::run(r, &db, &hub, &settings, &stop).await,
-            Pump::Logical(r) => pump::run(r, &db, &hub, &settings, &stop).await,
+            Pump::Sqlite(r) => pump::run(r, &db, &hub, &settings, &stop, &status).await,
+            Pump::Outbox(r) => pump::run(r, &db, &hub, &settings, &stop, &status).await,
+            Pump::Logical(r) => pump::run(r, &db, &hub, &settings, &stop, &status).await,
         }
     }
 }

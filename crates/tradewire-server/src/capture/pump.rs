@@ -16,6 +16,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
@@ -36,6 +37,31 @@ pub struct PumpSettings {
     pub prune_every: Duration,
     /// Changes read per round; a full round is followed by another at once.
     pub batch: usize,
+}
+
+/// What the pump reports of itself: the lag of its last published change, and when.
+#[derive(Debug, Default)]
+pub struct PumpStatus {
+    lag_ms: AtomicU64,
+    published_at_ms: AtomicI64,
+}
+
+impl PumpStatus {
+    /// A change committed at `commit_ts` was published now.
+    pub fn published(&self, commit_ts: i64) {
+        let now = now_ms();
+        self.lag_ms.store((now - commit_ts).max(0) as u64, Ordering::Relaxed);
+        self.published_at_ms.store(now, Ordering::Relaxed);
+    }
+
+    pub fn lag_ms(&self) -> u64 {
+        self.lag_ms.load(Ordering::Relaxed)
+    }
+
+    /// When a change was last published (0: none yet).
+    pub fn published_at_ms(&self) -> i64 {
+        self.published_at_ms.load(Ordering::Relaxed)
+    }
 }
 
 /// Most log rows pruned in one round.
@@ -107,6 +133,7 @@ pub async fn run<S: Source>(
     hub: &Hub,
     settings: &PumpSettings,
     stop: &CancellationToken,
+    status: &PumpStatus,
 ) {
     let mut backoff = Backoff::new();
     let mut last_prune = Instant::now() - settings.prune_every;
@@ -154,7 +181,7 @@ pub async fn run<S: Source>(
                     }
                 };
                 let n = changes.len();
-                publish(hub, changes, settings.batch, &lag).await;
+                publish(hub, changes, settings.batch, &lag, status).await;
                 source.published();
                 if n > 0 {
                     last_change = Instant::now();
@@ -194,13 +221,14 @@ async fn retry_after(delay: Duration, stop: &CancellationToken) -> bool {
 /// Publish changes in order, recording the pump lag. A large round is published in runs of
 /// `run`, letting sessions work in between, so a session that is replaying drains its
 /// queue instead of overflowing it.
-async fn publish(hub: &Hub, changes: Vec<Change>, run: usize, lag: &metrics::Histogram) {
+async fn publish(hub: &Hub, changes: Vec<Change>, run: usize, lag: &metrics::Histogram, status: &PumpStatus) {
     let now = now_ms();
     for (i, change) in changes.into_iter().enumerate() {
         if i > 0 && i % run.max(1) == 0 {
             tokio::task::yield_now().await;
         }
         lag.record((now - change.commit_ts).max(0) as f64 / 1000.0);
+        status.published(change.commit_ts);
         hub.publish(Arc::new(change));
     }
 }

@@ -115,6 +115,10 @@ impl Catalog {
                     return Err(err(CatalogError::NotIdentifier { name: name.clone() }));
                 }
             }
+            if spec.topic == "system" {
+                // A public topic of the server's own (see `MarketTopic::System`).
+                return Err(err(CatalogError::BuiltIn { topic: spec.topic.clone() }));
+            }
             let columns = columns_of(conn, &spec.table)?;
             if columns.is_empty() {
                 return Err(err(CatalogError::NoSuchTable));

@@ -488,6 +488,46 @@ async fn a_failed_pump_is_restarted_and_clients_resume_without_a_gap() {
     assert!(ready.status().is_success(), "ready again");
 }
 
+/// The public `system` topic pushes the server's health: `ok` with every component up;
+/// at once when a supervised task fails (`degraded`, naming it and the cause, while it is
+/// down: here only for the ~100 ms the restart takes, so the conflated topic may show only
+/// the outcome); and the restart count with the last failure's cause once it is back.
+#[tokio::test]
+async fn the_system_topic_pushes_health_changes() {
+    let app = sim_app().await;
+    let mut ws = app.ws("alice").await;
+    ws.send_json(json!({"op": "subscribe", "id": "health", "topics": ["system"]})).await;
+    assert!(matches!(ws.frame().await, ServerFrame::Subscribed { .. }));
+    let mut next_status = async || loop {
+        if let ServerFrame::Market { topic, data, .. } = ws.frame().await {
+            assert_eq!(topic, "system");
+            return data;
+        }
+    };
+    let first = next_status().await;
+    assert_eq!(first["status"], "ok", "{first}");
+    for component in ["database", "pump", "simulator", "market_source"] {
+        assert_eq!(first["components"][component]["state"], "up", "{component}: {first}");
+    }
+    app.state.sim().expect("the simulator runs").inject_panic().await;
+    let recovered = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let s = next_status().await;
+            if s["status"] == "degraded" {
+                assert_eq!(s["components"]["simulator"]["state"], "down", "{s}");
+                assert!(s["components"]["simulator"]["cause"].as_str().unwrap().contains("panicked"), "{s}");
+            } else if s["components"]["simulator"]["restarts"] == 1 {
+                break s;
+            }
+        }
+    })
+    .await
+    .expect("the restart is pushed within seconds");
+    assert_eq!(recovered["status"], "ok", "{recovered}");
+    let cause = recovered["components"]["simulator"]["last_failure"].as_str().unwrap();
+    assert!(cause.contains("panicked"), "{recovered}");
+}
+
 /// Alice's risk row as the REST API shows it.
 async fn risk_row(app: &TestApp) -> Value {
     let r: Value = app.get("alice", "/v1/risk").await.json().await.unwrap();
