@@ -92,6 +92,19 @@ impl ApiError {
 
 impl From<DbError> for ApiError {
     fn from(e: DbError) -> Self {
+        if e.is_transient() {
+            // Busy (another process holds SQLite's write lock past the busy timeout) or
+            // aborted by PostgreSQL after every retry: nothing was written; try again.
+            tracing::warn!(error = %e, "database busy");
+            return Self {
+                retry_after: Some(1),
+                ..Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    ErrorCode::Unavailable,
+                    "the database is busy; try again",
+                )
+            };
+        }
         tracing::error!(error = %e, "database error");
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal, "internal error")
     }

@@ -24,12 +24,26 @@ pub fn json_row_expr(dialect: Dialect, columns: &[Column], prefix: &str) -> Stri
                 }
                 (Dialect::Postgres, ColumnKind::Decimal) => format!("{v}::text"),
                 // SQLite can hold an infinite REAL (`1e999`), which JSON cannot: it is
-                // written as the string "Infinity" or "-Infinity", as PostgreSQL does.
+                // written as the string "Infinity" or "-Infinity", as PostgreSQL does. A
+                // BLOB (JSON has no bytes) is written as {"$hex": "…"}.
                 (Dialect::Sqlite, ColumnKind::Plain) => format!(
                     "CASE WHEN typeof({v}) = 'real' AND abs({v}) > 1.7976931348623157e308 \
-                     THEN CASE WHEN {v} > 0 THEN 'Infinity' ELSE '-Infinity' END ELSE {v} END"
+                     THEN CASE WHEN {v} > 0 THEN 'Infinity' ELSE '-Infinity' END \
+                     WHEN typeof({v}) = 'blob' THEN json_object('$hex', hex({v})) ELSE {v} END"
                 ),
-                _ => v,
+                _ => v.clone(),
+            };
+            // A value over MAX_VALUE_BYTES is left out of the row: {"$oversized": <bytes>}
+            // stands in its place, so one huge value cannot make every frame of a stream huge.
+            let value = match dialect {
+                Dialect::Sqlite => format!(
+                    "CASE WHEN length(CAST({v} AS BLOB)) > {MAX_VALUE_BYTES} \
+                     THEN json_object('$oversized', length(CAST({v} AS BLOB))) ELSE {value} END"
+                ),
+                Dialect::Postgres => format!(
+                    "CASE WHEN octet_length({v}::text) > {MAX_VALUE_BYTES} \
+                     THEN json_build_object('$oversized', octet_length({v}::text)) ELSE to_json({value}) END"
+                ),
             };
             format!("'{}', {value}", c.name)
         })
@@ -39,6 +53,10 @@ pub fn json_row_expr(dialect: Dialect, columns: &[Column], prefix: &str) -> Stri
         Dialect::Postgres => format!("json_build_object({})::text", fields.join(", ")),
     }
 }
+
+/// The largest value a captured row carries as it is (1 MiB of its text form); a larger
+/// one is replaced by `{"$oversized": <bytes>}` (see `docs/PROTOCOL.md`).
+pub const MAX_VALUE_BYTES: usize = 1 << 20;
 
 /// The order rows are listed in: insertion order on SQLite (rowid); on PostgreSQL, which
 /// has no stable row order, the table's creation-time column when it has one, then its key.

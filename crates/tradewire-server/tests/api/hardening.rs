@@ -96,6 +96,48 @@ async fn an_infinite_number_from_another_writer_is_captured_as_a_string() {
     alice.still_served(&app).await;
 }
 
+/// A value too large to carry (2 MiB of text, written by another process) is replaced in
+/// the row by `{"$oversized": <bytes>}` in events and snapshots alike; on SQLite a BLOB,
+/// which JSON cannot hold, arrives as `{"$hex": "…"}`. The stream goes on either way.
+#[tokio::test]
+async fn oversized_values_and_blobs_have_a_documented_encoding() {
+    let app = spawn_app().await;
+    let mut alice = Bystander::new(&app, "alice").await;
+    let big = 2 * 1024 * 1024;
+    let huge_text = match backend() {
+        Backend::Sqlite => format!("replace(hex(zeroblob({big})), '00', 'x')"),
+        _ => format!("repeat('x', {big})"),
+    };
+    shell(
+        &app.target(),
+        &format!(
+            "INSERT INTO signals(id, user_id, symbol, direction, confidence, reason, ts)
+             VALUES ('sig_big', 'u_alice', 'BTCUSDT', 'long', '0.5', {huge_text}, 0)"
+        ),
+    );
+    let ev = alice.ws.event().await;
+    assert_eq!(ev.seq, alice.seq + 1);
+    assert!(ev.error.is_none(), "{:?}", ev.error);
+    let reason = &ev.row.unwrap()["reason"];
+    assert!(
+        *reason == json!({"$oversized": big}),
+        "{}",
+        &reason.to_string()[..80.min(reason.to_string().len())]
+    );
+    alice.seq = ev.seq;
+    let (_, rows) = app.ws("alice").await.subscribe_snapshot("s", json!(["signals"])).await;
+    let row = rows["signals"].iter().find(|r| r["id"] == "sig_big").expect("in the snapshot");
+    assert!(row["reason"] == json!({"$oversized": big}), "the snapshot carries the same encoding");
+
+    if backend() == Backend::Sqlite {
+        shell(&app.target(), "UPDATE signals SET reason = x'00ff10' WHERE id = 'sig_big'");
+        let ev = alice.ws.event().await;
+        assert_eq!(ev.row.unwrap()["reason"], json!({"$hex": "00FF10"}));
+        alice.seq = ev.seq;
+    }
+    alice.still_served(&app).await;
+}
+
 #[tokio::test]
 async fn password_guessing_is_throttled_per_user_name_and_per_address() {
     let app = spawn_app_with(|c| c.login_attempts_per_address = 15).await;

@@ -202,6 +202,9 @@ pub fn json_row(
         .map(|((name, ty), datum)| {
             let value = match datum {
                 Datum::Null => Value::Null,
+                Datum::Text(t) if t.len() > crate::db::rows::MAX_VALUE_BYTES => {
+                    serde_json::json!({"$oversized": t.len()})
+                }
                 Datum::Text(t) => json_value(*ty, t),
                 Datum::Unchanged => fallback.and_then(|f| f.get(name)).cloned().unwrap_or(Value::Null),
             };
