@@ -163,8 +163,22 @@ fn config(cli: &Cli, overrides: Overrides) -> anyhow::Result<Config> {
     )?)
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// Most threads tokio's blocking pool may hold (its default is 512). Blocking work is
+/// database calls (bounded by the pool, 8 connections by default, plus as many waiting for
+/// one), Argon2 (one per core) and the capture reader; past this they queue. The pool's idle
+/// threads are woken in turn by the pump's frequent reads, so once grown it never shrinks:
+/// a burst of hostile requests grew it to 220 threads, and the server's memory with it.
+const MAX_BLOCKING_THREADS: usize = 32;
+
+fn main() -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
+        .build()?
+        .block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     telemetry::set_allocator_stats(jemalloc_stats);
     match &cli.command {

@@ -8,7 +8,8 @@
 //! - SQLite triggers ([`sqlite_append`]): run inside the writer's transaction; SQLite has
 //!   one writer, so numbers follow commit order.
 //! - PL/pgSQL ([`PG_APPEND`], outbox capture): the counter row's lock, held to commit,
-//!   orders one user's concurrent writers.
+//!   orders one user's concurrent writers; within a transaction the count runs in a
+//!   transaction-local setting and is written back to the row at commit.
 //! - Logical capture ([`Heads`]): numbers committed transactions in WAL order in memory,
 //!   then writes the changes and the new counters in one transaction of its own.
 //!
@@ -42,21 +43,57 @@ pub fn sqlite_append(owner: &str, topic: &str, op: &str, row: &str, old: &str) -
     )
 }
 
-/// Outbox capture: append one change for a user: bump the user's counter row (its lock,
-/// held to commit, orders one user's writers), log the change, and wake the pump.
+/// Outbox capture: append one change for a user and wake the pump.
+///
+/// The user's first change in a transaction locks their counter row (held to commit, which
+/// orders one user's writers) and reads it; later changes count on in a transaction-local
+/// setting, and the row is written back once, at commit, by a deferred trigger. (Updating
+/// the row for every change made a bulk update quadratic: each update of one row inside
+/// one transaction walks every version the transaction made before.) A rolled-back
+/// savepoint takes its setting and its queued write-back with it.
 pub const PG_APPEND: &str = r#"
 CREATE OR REPLACE FUNCTION tw_append(p_user text, p_topic text, p_op text, p_row text, p_old text, p_ts bigint)
 RETURNS void LANGUAGE plpgsql AS $f$
-DECLARE s bigint;
+DECLARE
+    k text := 'tw.seq_' || md5(p_user);
+    s bigint := nullif(current_setting(k, true), '')::bigint;
 BEGIN
-    INSERT INTO tw_user_seq(user_id, seq) VALUES (p_user, 1)
-        ON CONFLICT (user_id) DO UPDATE SET seq = tw_user_seq.seq + 1
-        RETURNING seq INTO s;
+    IF s IS NULL OR current_setting('tw.written_' || md5(p_user), true) = 'y' THEN
+        -- The no-op update takes the row lock and queues the write-back for commit.
+        INSERT INTO tw_user_seq(user_id, seq) VALUES (p_user, 0)
+            ON CONFLICT (user_id) DO UPDATE SET seq = tw_user_seq.seq
+            RETURNING seq INTO s;
+        PERFORM set_config('tw.written_' || md5(p_user), 'n', true);
+    END IF;
+    s := s + 1;
+    PERFORM set_config(k, s::text, true);
     INSERT INTO tw_changes(user_id, seq, topic, op, row_json, old_json, commit_ts)
         VALUES (p_user, s, p_topic, p_op, p_row, p_old, p_ts);
     -- Only a wake-up: identical notifications of one transaction are folded into one.
     PERFORM pg_notify('tw_changes', '');
 END $f$;
+
+-- At commit (or at SET CONSTRAINTS … IMMEDIATE): the counter row takes the last seq handed
+-- out. Its own update queues one more event, which finds nothing to do.
+CREATE OR REPLACE FUNCTION tw_user_seq_write_back() RETURNS trigger LANGUAGE plpgsql AS $f$
+DECLARE
+    v bigint := nullif(current_setting('tw.seq_' || md5(NEW.user_id), true), '')::bigint;
+BEGIN
+    IF v IS NOT NULL THEN
+        UPDATE tw_user_seq SET seq = v WHERE user_id = NEW.user_id AND seq IS DISTINCT FROM v;
+        PERFORM set_config('tw.written_' || md5(NEW.user_id), 'y', true);
+    END IF;
+    RETURN NULL;
+END $f$;
+-- Created once: DDL on tw_user_seq at every start would lock it against writers that
+-- already hold a captured table's lock (a deadlock with the start-up's own DDL there).
+DO $d$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger
+                   WHERE tgname = 'tw_write_back' AND tgrelid = 'tw_user_seq'::regclass) THEN
+        CREATE CONSTRAINT TRIGGER tw_write_back AFTER INSERT OR UPDATE ON tw_user_seq
+            DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION tw_user_seq_write_back();
+    END IF;
+END $d$;
 "#;
 
 /// Logical capture: each user's last `seq`, as persisted plus what the current batch has

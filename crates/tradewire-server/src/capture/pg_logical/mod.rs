@@ -88,6 +88,10 @@ pub fn install(conn: &mut dyn Sql, catalog: &Catalog, slot: &str, publication: &
         sql += &format!("DROP TRIGGER IF EXISTS tw_capture ON \"{t}\";\n");
         sql += &format!("DROP TRIGGER IF EXISTS tw_truncate ON \"{t}\";\n");
     }
+    // The outbox's counter write-back (see `seq::PG_APPEND`).
+    sql += "DO $d$ BEGIN IF EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'tw_write_back' \
+            AND tgrelid = 'tw_user_seq'::regclass) THEN DROP TRIGGER tw_write_back ON tw_user_seq; \
+            END IF; END $d$;\n";
     let tables: Vec<String> = catalog.tables().map(|t| format!("\"{}\"", t.spec.table)).collect();
     let exists = conn.value("SELECT 1 FROM pg_publication WHERE pubname = ?1", sql_params![publication])?;
     sql += &match exists {
