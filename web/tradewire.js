@@ -26,6 +26,8 @@
 export const CLOSE_RULES = Object.freeze({
   1000: "never",
   1001: "backoff",
+  1002: "never",
+  1007: "never",
   1009: "never",
   4001: "never",
   4003: "never",

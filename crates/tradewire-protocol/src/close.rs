@@ -10,6 +10,10 @@ pub enum CloseCode {
     Normal,
     /// 1001: server going away (shutdown, deploy).
     GoingAway,
+    /// 1002: a frame broke the WebSocket protocol (a reserved opcode or bit, a bad frame).
+    WsProtocolError,
+    /// 1007: a text frame that is not valid UTF-8.
+    InvalidPayload,
     /// 1009: a frame was larger than `max_frame_bytes`.
     MessageTooBig,
     /// 4001: no valid token.
@@ -40,9 +44,11 @@ pub enum Reconnect {
 }
 
 impl CloseCode {
-    pub const ALL: [CloseCode; 9] = [
+    pub const ALL: [CloseCode; 11] = [
         CloseCode::Normal,
         CloseCode::GoingAway,
+        CloseCode::WsProtocolError,
+        CloseCode::InvalidPayload,
         CloseCode::MessageTooBig,
         CloseCode::Unauthorized,
         CloseCode::Forbidden,
@@ -56,6 +62,8 @@ impl CloseCode {
         match self {
             CloseCode::Normal => 1000,
             CloseCode::GoingAway => 1001,
+            CloseCode::WsProtocolError => 1002,
+            CloseCode::InvalidPayload => 1007,
             CloseCode::MessageTooBig => 1009,
             CloseCode::Unauthorized => 4001,
             CloseCode::Forbidden => 4003,
@@ -75,6 +83,8 @@ impl CloseCode {
         match self {
             CloseCode::Normal => "normal",
             CloseCode::GoingAway => "going_away",
+            CloseCode::WsProtocolError => "protocol_error",
+            CloseCode::InvalidPayload => "invalid_payload",
             CloseCode::MessageTooBig => "payload_too_large",
             CloseCode::Unauthorized => "unauthorized",
             CloseCode::Forbidden => "forbidden",
@@ -92,6 +102,8 @@ impl CloseCode {
             CloseCode::SlowConsumer => Reconnect::Immediately,
             CloseCode::TokenExpired => Reconnect::AfterTokenRefresh,
             CloseCode::Normal
+            | CloseCode::WsProtocolError
+            | CloseCode::InvalidPayload
             | CloseCode::MessageTooBig
             | CloseCode::Unauthorized
             | CloseCode::Forbidden

@@ -233,8 +233,11 @@ impl From<DbError> for StreamEnd {
 pub fn read_error_close_code(e: &axum::Error) -> CloseCode {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = source {
-        if let Some(tungstenite::Error::Capacity(_)) = err.downcast_ref::<tungstenite::Error>() {
-            return CloseCode::MessageTooBig;
+        match err.downcast_ref::<tungstenite::Error>() {
+            Some(tungstenite::Error::Capacity(_)) => return CloseCode::MessageTooBig,
+            Some(tungstenite::Error::Utf8(_)) => return CloseCode::InvalidPayload,
+            Some(tungstenite::Error::Protocol(_)) => return CloseCode::WsProtocolError,
+            _ => {}
         }
         source = err.source();
     }

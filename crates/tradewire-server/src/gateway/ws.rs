@@ -383,7 +383,13 @@ where
             }
             msg = stream.next() => {
                 let msg = match msg {
-                    None | Some(Ok(Message::Close(_))) => return CloseCode::Normal,
+                    None => return CloseCode::Normal,
+                    Some(Ok(Message::Close(_))) => {
+                        // The WebSocket layer has queued the answering close frame (the
+                        // client's code echoed): write it out before the socket goes.
+                        let _ = tokio::time::timeout(CLOSE_GRACE, out.sink.flush()).await;
+                        return CloseCode::Normal;
+                    }
                     Some(Err(e)) => return read_error_close_code(&e),
                     Some(Ok(m)) => m,
                 };

@@ -7,7 +7,9 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tradewire_protocol::{ErrorCode, ServerFrame};
 
-use crate::helpers::{Bystander, Closed, Ws, frames_until_close, spawn_app, spawn_app_with};
+use crate::helpers::{
+    Bystander, Closed, DEADLINE, TestApp, Ws, frames_until_close, spawn_app, spawn_app_with,
+};
 
 /// The next frame must be an `error`; returns its id and code.
 async fn error(ws: &mut Ws) -> (Option<String>, ErrorCode) {
@@ -357,4 +359,98 @@ async fn bad_http_requests_get_400_with_a_json_error_and_write_nothing() {
     assert_eq!(ev.row.unwrap()["client_order_id"], "c1");
     watch.seq += 1;
     watch.still_served(&app).await;
+}
+
+/// A raw WebSocket over TCP, upgraded with alice's token, for frames no client library
+/// sends: the first bytes after the `101` answer are kept.
+async fn raw_ws(app: &TestApp) -> (tokio::net::TcpStream, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let upgrade = format!(
+        "GET /v1/ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Authorization: Bearer {}\r\n\r\n",
+        app.addr,
+        app.token("alice")
+    );
+    stream.write_all(upgrade.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let end = loop {
+        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "closed during the upgrade");
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    assert!(buf.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&buf));
+    (stream, buf.split_off(end))
+}
+
+/// Send one masked frame with `first_byte` (FIN and opcode) and `payload`.
+async fn raw_send(stream: &mut tokio::net::TcpStream, first_byte: u8, payload: &[u8]) {
+    use tokio::io::AsyncWriteExt;
+    let mask = [0x37u8, 0xfa, 0x21, 0x3d];
+    assert!(payload.len() < 126);
+    let mut frame = vec![first_byte, 0x80 | payload.len() as u8];
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    stream.write_all(&frame).await.unwrap();
+}
+
+/// Read server frames (unmasked) until a close frame: its code, or `None` when the
+/// connection ends without one.
+async fn raw_close_code(stream: &mut tokio::net::TcpStream, mut buf: Vec<u8>) -> Option<u16> {
+    use tokio::io::AsyncReadExt;
+    let read = async {
+        loop {
+            // A whole frame at the front of `buf`?
+            if buf.len() >= 2 {
+                let (opcode, len7) = (buf[0] & 0x0f, (buf[1] & 0x7f) as usize);
+                let (len, head) = match len7 {
+                    126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
+                    127 if buf.len() >= 10 => {
+                        (u64::from_be_bytes(buf[2..10].try_into().unwrap()) as usize, 10)
+                    }
+                    126 | 127 => (usize::MAX, 0),
+                    n => (n, 2),
+                };
+                if len != usize::MAX && buf.len() >= head + len {
+                    if opcode == 0x8 {
+                        return (len >= 2).then(|| u16::from_be_bytes([buf[head], buf[head + 1]]));
+                    }
+                    buf.drain(..head + len);
+                    continue;
+                }
+            }
+            let mut chunk = [0u8; 8192];
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(DEADLINE, read).await.expect("an answer within the deadline")
+}
+
+/// What the WebSocket layer itself refuses is answered with the standard close codes, and a
+/// client's own close is answered with a close frame (echoing its code), as RFC 6455 asks.
+#[tokio::test]
+async fn websocket_level_errors_get_their_close_codes_and_a_close_is_answered() {
+    let app = spawn_app().await;
+    let (mut s, buf) = raw_ws(&app).await;
+    raw_send(&mut s, 0x88, &1000u16.to_be_bytes()).await;
+    assert_eq!(raw_close_code(&mut s, buf).await, Some(1000), "the client's close is answered");
+
+    let (mut s, buf) = raw_ws(&app).await;
+    raw_send(&mut s, 0x81, &[b'{', 0xff, 0xfe, b'}']).await;
+    assert_eq!(raw_close_code(&mut s, buf).await, Some(1007), "a text frame that is not UTF-8");
+
+    let (mut s, buf) = raw_ws(&app).await;
+    raw_send(&mut s, 0x83, b"reserved").await;
+    assert_eq!(raw_close_code(&mut s, buf).await, Some(1002), "a reserved opcode");
+
+    let mut bob = Bystander::new(&app, "bob").await;
+    bob.still_served(&app).await;
 }
