@@ -206,6 +206,8 @@ async fn made_up_market_topics_are_refused_and_leave_nothing_behind() {
     let bus = app.state.market_bus();
     bus.set_symbols(["BTCUSDT".to_owned()]);
     bus.set_kline_intervals(["1m".to_owned()]);
+    // The server's own `system` topic is on the bus from its first report on.
+    eventually("the system topic is published", || async { (bus.topic_count() == 1).then_some(()) }).await;
     let before = bus.topic_count();
     let mut clients = Vec::new();
     for c in 0..4 {
