@@ -41,6 +41,9 @@ pub struct Config {
     pub token_ttl_secs: u64,
     /// How long changes stay replayable, in seconds.
     pub retention_secs: u64,
+    /// How often the log is pruned past retention, in seconds (every 100 ms while a round
+    /// finds it behind).
+    pub prune_interval_secs: u64,
     /// Heartbeat interval of WebSocket and SSE streams.
     pub heartbeat_ms: u64,
     /// How long a WebSocket may take to send its `auth` frame.
@@ -122,6 +125,7 @@ impl Default for Config {
             jwt_secret: None,
             token_ttl_secs: 3600,
             retention_secs: 24 * 3600,
+            prune_interval_secs: 60,
             heartbeat_ms: 15_000,
             auth_timeout_ms: 10_000,
             max_frame_bytes: 64 * 1024,
@@ -215,7 +219,7 @@ impl Config {
             pump: PumpSettings {
                 poll_interval: Duration::from_millis(self.poll_interval_ms.max(1)),
                 retention: Duration::from_secs(self.retention_secs),
-                prune_every: Duration::from_secs(60),
+                prune_every: Duration::from_secs(self.prune_interval_secs.max(1)),
                 batch: 1000,
             },
         }

@@ -65,7 +65,11 @@ impl PumpStatus {
 }
 
 /// Most log rows pruned in one round.
-const PRUNE_BATCH: i64 = 50_000;
+const PRUNE_BATCH: i64 = 10_000;
+/// While a round removes a full batch (the log is behind its retention), the next comes
+/// this soon instead of after `prune_every`: up to 100,000 rows a second, above any ingest
+/// the pump can capture, in short deletes that leave writers room in between.
+const PRUNE_CATCH_UP: Duration = Duration::from_millis(100);
 
 /// One capture backend's reader of committed changes.
 pub trait Source: Send {
@@ -136,7 +140,7 @@ pub async fn run<S: Source>(
     status: &PumpStatus,
 ) {
     let mut backoff = Backoff::new();
-    let mut last_prune = Instant::now() - settings.prune_every;
+    let mut pruning = Pruning { last: Instant::now() - settings.prune_every, behind: false };
     let lag = metrics::histogram!("tradewire_pump_lag_seconds");
     let captured = metrics::counter!("tradewire_changes_captured_total");
     'connect: loop {
@@ -195,7 +199,7 @@ pub async fn run<S: Source>(
             if stopping {
                 break 'connect;
             }
-            prune_if_due(db, settings, &mut last_prune).await;
+            prune_if_due(db, settings, &mut pruning).await;
         }
     }
     source.close().await;
@@ -233,16 +237,29 @@ async fn publish(hub: &Hub, changes: Vec<Change>, run: usize, lag: &metrics::His
     }
 }
 
-/// Drop log rows past the retention window when `prune_every` has passed since `last`.
-async fn prune_if_due(db: &Db, settings: &PumpSettings, last: &mut Instant) {
-    if last.elapsed() < settings.prune_every {
+/// When the log was last pruned, and whether that round found it behind.
+struct Pruning {
+    last: Instant,
+    behind: bool,
+}
+
+/// Drop log rows past the retention window when due: every `prune_every`, or every
+/// [`PRUNE_CATCH_UP`] while the last round removed a full batch.
+async fn prune_if_due(db: &Db, settings: &PumpSettings, pruning: &mut Pruning) {
+    let every = if pruning.behind { PRUNE_CATCH_UP.min(settings.prune_every) } else { settings.prune_every };
+    if pruning.last.elapsed() < every {
         return;
     }
-    *last = Instant::now();
+    pruning.last = Instant::now();
     let cutoff = now_ms() - settings.retention.as_millis() as i64;
     match db.read(move |c| ChangeLog::prune_sync(c, cutoff, PRUNE_BATCH)).await {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(n, "pruned change log past retention"),
+        Ok(n) => {
+            pruning.behind = n >= PRUNE_BATCH as u64;
+            if n > 0 {
+                metrics::counter!("tradewire_log_pruned_total").increment(n);
+                tracing::debug!(n, behind = pruning.behind, "pruned change log past retention");
+            }
+        }
         Err(e) => tracing::warn!(error = %e, "pruning the change log failed; will retry"),
     }
 }

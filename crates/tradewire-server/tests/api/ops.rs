@@ -43,3 +43,45 @@ async fn private_endpoints_need_a_token() {
         assert_eq!(body["error"]["code"], "unauthorized", "{path}");
     }
 }
+
+/// A log far behind its retention (120,000 changes older than the window, as after ingest
+/// faster than pruning) is pruned within seconds of the round that finds it behind — a
+/// batch every 100 ms, not one batch per interval (here an hour) — and nothing inside the
+/// window is touched.
+#[tokio::test]
+async fn pruning_catches_up_with_a_log_far_behind_and_keeps_the_window() {
+    use crate::backend::{Backend, backend, shell};
+    use crate::helpers::{Bystander, eventually};
+
+    let app = crate::helpers::spawn_app_with(|c| c.prune_interval_secs = 3600).await;
+    let count = |sql: &str| app.sql().int(sql, &[]);
+    let in_window = count("SELECT COUNT(*) FROM tw_changes WHERE commit_ts > 0");
+    // Ids below every existing one, so the old rows are the log's oldest.
+    let old = match backend() {
+        Backend::Sqlite => {
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 120000)
+             INSERT INTO tw_changes(id, user_id, seq, topic, op, row_json, old_json, commit_ts)
+             SELECT -i, 'u_gone', i, 'signals', 'insert', '{}', NULL, 0 FROM n;"
+        }
+        _ => {
+            "INSERT INTO tw_changes(id, user_id, seq, topic, op, row_json, old_json, commit_ts)
+             OVERRIDING SYSTEM VALUE
+             SELECT -i, 'u_gone', i, 'signals', 'insert', '{}', NULL, 0 FROM generate_series(1, 120000) AS i;"
+        }
+    };
+    shell(&app.target(), old);
+    // The round at start finds the log behind.
+    let app = app.restart().await;
+    let count = |sql: &str| app.sql().int(sql, &[]);
+    eventually("the old changes are pruned", || async {
+        (count("SELECT COUNT(*) FROM tw_changes WHERE user_id = 'u_gone'") == 0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        count("SELECT COUNT(*) FROM tw_changes WHERE commit_ts > 0"),
+        in_window,
+        "nothing inside the retention window was removed"
+    );
+    let mut alice = Bystander::new(&app, "alice").await;
+    alice.still_served(&app).await;
+}
