@@ -31,15 +31,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use futures::StreamExt;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Map, Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_tungstenite::tungstenite::Message;
 use tradewire_protocol::ServerFrame;
 
 use crate::rawws::{self, RawWs, Upgrade};
+use crate::soak::Ending;
 use crate::writer::{self, Mix};
 use crate::{Cli, mint, mint_for, rss_kib, soak};
 
@@ -194,6 +193,16 @@ enum Ended {
     Stop,
 }
 
+impl From<soak::Ended> for Ended {
+    fn from(e: soak::Ended) -> Self {
+        match e {
+            soak::Ended::Planned => Ended::Planned,
+            soak::Ended::Lost => Ended::Lost,
+            soak::Ended::Stop => Ended::Stop,
+        }
+    }
+}
+
 async fn honest(i: usize, ws_url: String, token: String, reconnect_secs: f64, sh: Arc<HonestShared>) -> Log {
     let mut log = Log::default();
     let next_drop = || {
@@ -260,34 +269,11 @@ async fn honest_session(
     if resuming {
         bump(&c.resumes);
     }
-    let far = tokio::time::Instant::now() + Duration::from_secs(365 * 86_400);
-    let drop_at = tokio::time::sleep_until(drop_at.unwrap_or(far));
-    tokio::pin!(drop_at);
-    let mut stop_check = tokio::time::interval(Duration::from_millis(250));
+    let mut ending = Ending::new(drop_at);
     loop {
-        let msg = tokio::select! {
-            m = ws.next() => m,
-            () = &mut drop_at, if !sh.no_more_drops.load(Ordering::Relaxed) => {
-                let _ = ws.close(None).await;
-                return Ok(Ended::Planned);
-            }
-            _ = stop_check.tick() => {
-                if sh.stop.load(Ordering::Relaxed) {
-                    let _ = ws.close(None).await;
-                    return Ok(Ended::Stop);
-                }
-                continue;
-            }
-        };
-        let text = match msg {
-            Some(Ok(Message::Text(t))) => t,
-            Some(Ok(Message::Close(frame))) => {
-                let code = frame.map(|f| u16::from(f.code)).unwrap_or(1005);
-                *sh.closes.lock().unwrap_or_else(|e| e.into_inner()).entry(code).or_default() += 1;
-                return Ok(Ended::Lost);
-            }
-            Some(Ok(_)) => continue,
-            Some(Err(_)) | None => return Ok(Ended::Lost),
+        let text = match ending.next_text(&mut ws, &sh.stop, &sh.no_more_drops, &sh.closes).await {
+            Ok(text) => text,
+            Err(ended) => return Ok(ended.into()),
         };
         match serde_json::from_str::<ServerFrame>(&text) {
             Ok(ServerFrame::Event(ev)) if ev.id.as_deref() == Some("b") => {

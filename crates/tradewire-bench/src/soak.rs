@@ -93,10 +93,66 @@ struct Shared {
     no_more_drops: AtomicBool,
 }
 
-enum Ended {
+pub(crate) enum Ended {
     Planned,
     Lost,
     Stop,
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// How a bench client's connection ends while it waits for frames: at its planned drop
+/// time, when the run stops, or when the server closes it (the close code is counted).
+/// Shared by the soak's and the chaos run's honest clients.
+pub(crate) struct Ending {
+    drop_at: std::pin::Pin<Box<tokio::time::Sleep>>,
+    stop_check: tokio::time::Interval,
+}
+
+impl Ending {
+    pub(crate) fn new(drop_at: Option<tokio::time::Instant>) -> Self {
+        let far = tokio::time::Instant::now() + Duration::from_secs(365 * 86_400);
+        Self {
+            drop_at: Box::pin(tokio::time::sleep_until(drop_at.unwrap_or(far))),
+            stop_check: tokio::time::interval(Duration::from_millis(250)),
+        }
+    }
+
+    /// The next text frame, or how the connection ended (closed by us where we end it).
+    pub(crate) async fn next_text(
+        &mut self,
+        ws: &mut Ws,
+        stop: &AtomicBool,
+        no_more_drops: &AtomicBool,
+        closes: &std::sync::Mutex<BTreeMap<u16, u64>>,
+    ) -> Result<tokio_tungstenite::tungstenite::Utf8Bytes, Ended> {
+        loop {
+            let msg = tokio::select! {
+                m = ws.next() => m,
+                () = &mut self.drop_at, if !no_more_drops.load(Ordering::Relaxed) => {
+                    let _ = ws.close(None).await;
+                    return Err(Ended::Planned);
+                }
+                _ = self.stop_check.tick() => {
+                    if stop.load(Ordering::Relaxed) {
+                        let _ = ws.close(None).await;
+                        return Err(Ended::Stop);
+                    }
+                    continue;
+                }
+            };
+            match msg {
+                Some(Ok(Message::Text(t))) => return Ok(t),
+                Some(Ok(Message::Close(frame))) => {
+                    let code = frame.map(|f| u16::from(f.code)).unwrap_or(1005);
+                    *closes.lock().unwrap_or_else(|e| e.into_inner()).entry(code).or_default() += 1;
+                    return Err(Ended::Lost);
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return Err(Ended::Lost),
+            }
+        }
+    }
 }
 
 async fn client(
@@ -169,34 +225,11 @@ async fn session(
         .await?;
     }
     let c = &sh.counters;
-    let far = tokio::time::Instant::now() + Duration::from_secs(365 * 86_400);
-    let drop_at = tokio::time::sleep_until(drop_at.unwrap_or(far));
-    tokio::pin!(drop_at);
-    let mut stop_check = tokio::time::interval(Duration::from_millis(250));
+    let mut ending = Ending::new(drop_at);
     loop {
-        let msg = tokio::select! {
-            m = ws.next() => m,
-            () = &mut drop_at, if !sh.no_more_drops.load(Ordering::Relaxed) => {
-                let _ = ws.close(None).await;
-                return Ok(Ended::Planned);
-            }
-            _ = stop_check.tick() => {
-                if sh.stop.load(Ordering::Relaxed) {
-                    let _ = ws.close(None).await;
-                    return Ok(Ended::Stop);
-                }
-                continue;
-            }
-        };
-        let text = match msg {
-            Some(Ok(Message::Text(t))) => t,
-            Some(Ok(Message::Close(frame))) => {
-                let code = frame.map(|f| u16::from(f.code)).unwrap_or(1005);
-                *sh.closes.lock().unwrap_or_else(|e| e.into_inner()).entry(code).or_default() += 1;
-                return Ok(Ended::Lost);
-            }
-            Some(Ok(_)) => continue,
-            Some(Err(_)) | None => return Ok(Ended::Lost),
+        let text = match ending.next_text(&mut ws, &sh.stop, &sh.no_more_drops, &sh.closes).await {
+            Ok(text) => text,
+            Err(ended) => return Ok(ended),
         };
         match serde_json::from_str::<ServerFrame>(&text) {
             Ok(ServerFrame::Event(ev)) if ev.id.as_deref() == Some("u") => {

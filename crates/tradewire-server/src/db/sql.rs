@@ -194,13 +194,11 @@ impl Sql for Lite<'_> {
     }
 
     fn query(&mut self, sql: &str, params: &[Param]) -> Result<Vec<Vec<Cell>>> {
-        let mut stmt = self.0.prepare_cached(sql)?;
-        let width = stmt.column_count();
-        let mut rows = stmt.query(rusqlite::params_from_iter(params))?;
         let mut out = Vec::new();
-        while let Some(r) = rows.next()? {
-            out.push((0..width).map(|i| r.get_ref(i).map(lite_cell)).collect::<rusqlite::Result<_>>()?);
-        }
+        self.query_each(sql, params, &mut |row| {
+            out.push(row);
+            Ok(true)
+        })?;
         Ok(out)
     }
 
@@ -325,10 +323,12 @@ fn pg_params(params: &[Param]) -> Vec<&(dyn ToSql + Sync)> {
     params.iter().map(|p| p as &(dyn ToSql + Sync)).collect()
 }
 
+fn pg_row(r: &postgres::Row) -> Result<Vec<Cell>> {
+    (0..r.len()).map(|i| r.try_get::<_, Cell>(i).map_err(DbError::from)).collect()
+}
+
 fn pg_rows(rows: Vec<postgres::Row>) -> Result<Vec<Vec<Cell>>> {
-    rows.into_iter()
-        .map(|r| (0..r.len()).map(|i| r.try_get::<_, Cell>(i).map_err(DbError::from)).collect())
-        .collect()
+    rows.iter().map(pg_row).collect()
 }
 
 macro_rules! pg_sql {
@@ -371,10 +371,7 @@ macro_rules! pg_sql {
                     pg_params(params),
                 )?;
                 while let Some(r) = rows.next()? {
-                    let row = (0..r.len())
-                        .map(|i| r.try_get::<_, Cell>(i).map_err(DbError::from))
-                        .collect::<Result<_>>()?;
-                    if !each(row)? {
+                    if !each(pg_row(&r)?)? {
                         break;
                     }
                 }

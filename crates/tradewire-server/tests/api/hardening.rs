@@ -279,12 +279,17 @@ impl Drop for Served {
     }
 }
 
-/// The `tradewire` binary on `listen`, in `dir`, with `args`; its log (on stdout) into
-/// `dir/server.log`.
+/// The `tradewire` binary on `listen`, in `dir`, with `args` and no simulator; its log (on
+/// stdout) into `dir/server.log`.
 fn binary(dir: &std::path::Path, listen: &str, args: &[&str], env: &[(&str, &str)]) -> Served {
+    serve_binary(dir, &[&["--no-sim", "--listen", listen], args].concat(), env)
+}
+
+/// `tradewire serve` with `args`, in `dir`; its log (on stdout) into `dir/server.log`.
+fn serve_binary(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Served {
     let log = std::fs::File::create(dir.join("server.log")).unwrap();
     Command::new(env!("CARGO_BIN_EXE_tradewire"))
-        .args(["serve", "--no-sim", "--listen", listen])
+        .arg("serve")
         .args(args)
         .env("TRADEWIRE_DATA_DIR", dir.join("data"))
         .envs(env.iter().copied())
@@ -625,16 +630,7 @@ async fn the_demo_desk_trades_within_five_seconds_of_the_start() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let port = free_port();
-    let log = std::fs::File::create(tmp.path().join("server.log")).unwrap();
-    let _server = Served(
-        Command::new(env!("CARGO_BIN_EXE_tradewire"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .env("TRADEWIRE_DATA_DIR", tmp.path().join("data"))
-            .stdout(log)
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the tradewire binary starts"),
-    );
+    let _server = serve_binary(tmp.path(), &["--listen", &format!("127.0.0.1:{port}")], &[]);
     ready(port).await;
     let started = std::time::Instant::now();
     let http = reqwest::Client::new();
